@@ -1,0 +1,320 @@
+"""VNC III -> Lucchi benchmark of MaskTwins against its ablations and the baselines (quality at an equal budget).
+
+Subcommands
+  cache      pre-downscale the real data into one small .npz (uint8) that can travel to another machine
+  run        train + evaluate one (method, seed) and write <out>/<tag>.json (+ .npz example prediction for seed 0)
+  batch      run a job list (quality table and/or ablations) in parallel sub-processes, skipping finished runs
+  summarize  collect run JSONs into CSV/JSON tables and small PNG plots (learning curves, examples, loss terms)
+
+The one documented command (everything, on a GPU machine; about 5 min on one H100, see nbs/10_benchmark_em.ipynb):
+  python benchmarks/em_benchmark.py batch --jobs quality ablation --seeds 0 1 2 -j 8 --out runs/em && \\
+  python benchmarks/em_benchmark.py summarize --runs runs/em --results benchmarks/results
+
+Data: --data is the real data root (vnc3/ + lucchi/, default $MASKTWINS_DATA or ../shared/data) or a cache
+written by `cache` (an .npz). Either way every volume is area-downscaled by --downscale (2) from its raw uint8
+values, rounded to uint8 and then normalised per volume by `EMDomain`, so both give the same inputs.
+
+The recipe (fixed before any run, identical for every method; see RECIPE) is the CLI's DATA_DEFAULTS except the
+iteration count, sized so that one MaskTwins run takes <= 30 min on 2 CPU cores. The reported score is always that
+of the final student; the test-set curves are for plotting only (no model selection on them).
+"""
+from __future__ import annotations
+import argparse, json, os, subprocess, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))   # run from a checkout without installing
+
+# fixed in advance, identical across methods (CLI DATA_DEFAULTS, iters cut to fit the 30-min CPU budget)
+RECIPE = dict(iters=500, eval_every=100, crop=128, downscale=2, bs=8, lr=1e-3, width=16, depth=4, alpha=0.99,
+              block_size=32, ratio=0.5, cm_weight=0.01, threshold=0.968, weight_mode='ratio', tile=256)
+
+# name -> (masktwins_learner method, overrides); 'oracle' also swaps the source for the labelled target-train volume
+METHODS = dict(source_only=('source_only', {}), selftrain=('selftrain', {}), mic=('mic', {}),
+               random_pair=('random_pair', {}), masktwins=('masktwins', {}),
+               masktwins_nocm=('masktwins', dict(cm_weight=0.0)), oracle=('source_only', {}))
+QUALITY = ['source_only', 'selftrain', 'mic', 'random_pair', 'masktwins', 'masktwins_nocm', 'oracle']
+# ablations of MaskTwins (complementary): mask ratio r of the first view (the second masks 1-r, so r and 1-r give
+# the same pair distribution: r in {0.1, 0.3, 0.5} covers all of it) and block size relative to the 128 crop
+ABLATION = [dict(ratio=0.1), dict(ratio=0.3), dict(block_size=16), dict(block_size=64)]
+EXAMPLE_SLICE = 21   # test slice stored as example prediction (seed 0 runs)
+
+# ---------------------------------------------------------------- data
+def _down(vol, f, mode):
+    from masktwins_nb.data import rescale_stack
+    if f == 1: return vol
+    a = rescale_stack(vol, f, mode)
+    return np.clip(np.round(a), 0, 255).astype(np.uint8) if mode == 'area' else a.astype(np.uint8)
+
+def build_arrays(root, downscale:int=2)->dict:
+    "Raw uint8 volumes from the real data root, downscaled (area for images, nearest for masks)"
+    from masktwins_nb.data import read_stack, read_masks
+    root = Path(root)
+    src = dict(vnc3_img=read_stack(root/'vnc3'/'raw'), vnc3_mask=read_masks(root/'vnc3'/'mitochondria'))
+    for s in ('training', 'testing'):
+        src[f'lucchi_{s}_img'] = read_stack(root/'lucchi'/f'{s}.tif')
+        src[f'lucchi_{s}_mask'] = read_masks(root/'lucchi'/f'{s}_groundtruth.tif')
+    out = {k: _down(v.astype(np.uint8) if k.endswith('img') else v, downscale, 'area' if k.endswith('img') else 'nearest')
+           for k, v in src.items()}
+    out['downscale'] = np.array(downscale)
+    return out
+
+def load_arrays(data, downscale:int=2)->dict:
+    "Arrays from a cache .npz (must match `downscale`) or from the real data root"
+    if data is None:
+        from masktwins_nb.data import data_root
+        data = data_root()
+        if data is None: raise SystemExit("no data: pass --data <root with vnc3/ and lucchi/> or a cache .npz")
+    p = Path(data)
+    if p.suffix == '.npz':
+        a = dict(np.load(p))
+        if int(a['downscale']) != downscale: raise SystemExit(f"{p} was made with downscale {int(a['downscale'])}, not {downscale}")
+        return a
+    return build_arrays(p, downscale)
+
+def domains(arrs:dict, method:str, subset:int=1)->tuple:
+    "(source, target_train unlabelled, target_test labelled) EMDomains; subset 2 swaps Lucchi training/testing"
+    from masktwins_nb.data import EMDomain
+    tr, te = ('training', 'testing') if subset == 1 else ('testing', 'training')
+    tgt = EMDomain(arrs[f'lucchi_{tr}_img'], None, f'lucchi-{tr}')
+    tst = EMDomain(arrs[f'lucchi_{te}_img'], arrs[f'lucchi_{te}_mask'], f'lucchi-{te}')
+    if method == 'oracle': src = EMDomain(arrs[f'lucchi_{tr}_img'], arrs[f'lucchi_{tr}_mask'], f'lucchi-{tr} (labelled)')
+    else: src = EMDomain(arrs['vnc3_img'], arrs['vnc3_mask'], 'vnc3')
+    return src, tgt, tst
+
+def run_tag(method, seed, subset=1, **abl)->str:
+    a = ''.join(f"_{'r' if k == 'ratio' else 'b'}{v}" for k, v in sorted(abl.items()))
+    return f"s{subset}_{method}{a}_seed{seed}"
+
+# ---------------------------------------------------------------- one run
+def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None, threads:int|None=None,
+            progress:bool=False, **overrides)->dict:
+    import torch
+    from fastai.torch_core import set_seed
+    from masktwins_nb.data import em_dataloaders
+    from masktwins_nb.models import UNet
+    from masktwins_nb.learner import masktwins_learner, fit_iters, evaluate, predict_volume
+    if threads: torch.set_num_threads(threads)
+    lmethod, mo = METHODS[method]
+    cfg = dict(RECIPE, **mo, **overrides)
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    src, tgt, tst = domains(arrs, method, subset)
+    set_seed(seed, reproducible=True)
+    dls = em_dataloaders(src, tgt, tst, crop=cfg['crop'], downscale=1, bs=cfg['bs'], iters_per_epoch=cfg['eval_every'],
+                         seed=seed, device=dev)
+    model = UNet(in_ch=1, n_classes=2, depth=cfg['depth'], width=cfg['width'])
+    learn = masktwins_learner(dls, model, method=lmethod, alpha=cfg['alpha'], block_size=cfg['block_size'], ratio=cfg['ratio'],
+                              cm_weight=cfg['cm_weight'], threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], seed=seed)
+    t0 = time.time()
+    if progress: fit_iters(learn, cfg['iters'], cfg['lr'])
+    else:
+        with learn.no_bar(), learn.no_logging(): fit_iters(learn, cfg['iters'], cfg['lr'])
+    if dev.type == 'cuda': torch.cuda.synchronize(dev)
+    secs = time.time() - t0
+    names = list(learn.recorder.metric_names)[1:-1]
+    curve = [dict(iter=(i + 1) * cfg['eval_every'], **{n: (None if v is None else float(v)) for n, v in zip(names, vals)})
+             for i, vals in enumerate(learn.recorder.values)]
+    hist = list(getattr(learn, 'mt_history', None) or [])
+    losses = [float(l) for l in learn.recorder.losses]
+    every = 5
+    terms = [dict(h, loss=losses[h['iter']] if h['iter'] < len(losses) else None) for h in hist[::every]] if hist else \
+            [dict(iter=i, loss=l) for i, l in enumerate(losses)][::every]
+    t1 = time.time()
+    prob = predict_volume(learn.model, tst.images, tile=cfg['tile'], device=dev, progress=False)
+    from masktwins_nb.metrics import binary_scores
+    student = {k: float(v) for k, v in binary_scores(prob, tst.masks).items()}
+    teacher = None
+    if getattr(learn, 'mt_teacher', None) is not None:
+        teacher = evaluate(learn.mt_teacher, tst, tile=cfg['tile'], device=dev)
+    eval_secs = time.time() - t1
+    tag = run_tag(method, seed, subset, **overrides)
+    res = dict(tag=tag, method=method, learner_method=lmethod, seed=seed, subset=subset, ablation=overrides, config=cfg,
+               device=str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == 'cuda' else f" ({torch.get_num_threads()} threads)"),
+               train_seconds=round(secs, 2), eval_seconds=round(eval_secs, 2), iters=int(learn.train_iter),
+               test=student, test_teacher=teacher, curve=curve, terms=terms,
+               source=src.name, target=tgt.name, target_test=tst.name, n_test_slices=len(tst))
+    out.mkdir(parents=True, exist_ok=True)
+    if seed == 0 and not overrides:
+        np.savez_compressed(out/f'{tag}_example.npz', prob=(prob[EXAMPLE_SLICE] * 255).round().astype(np.uint8))
+    tmp = out/f'.{tag}.json.tmp'; tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out/f'{tag}.json')
+    return res
+
+# ---------------------------------------------------------------- job lists
+def job_list(jobs, seeds, subsets=(1,), ablation_seeds=None)->list:
+    js = []
+    for sub in subsets:
+        if 'quality' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in QUALITY]
+        if 'ablation' in jobs and sub == 1:
+            js += [dict(method='masktwins', seed=s, subset=sub, **a) for s in (ablation_seeds or seeds[:2]) for a in ABLATION]
+    return js
+
+def _cmd(j, a):
+    c = [sys.executable, str(Path(__file__).resolve()), 'run', '--method', j['method'], '--seed', str(j['seed']),
+         '--subset', str(j['subset']), '--out', str(a.out), '--threads', str(a.threads), '--downscale', str(a.downscale)]
+    if a.data: c += ['--data', str(a.data)]
+    if a.iters: c += ['--iters', str(a.iters)]
+    if a.device: c += ['--device', a.device]
+    for k in ('ratio', 'block_size'):
+        if k in j: c += [f"--{k.replace('_', '-')}", str(j[k])]
+    return c
+
+def batch(a):
+    out = Path(a.out); (out/'logs').mkdir(parents=True, exist_ok=True)
+    js = job_list(a.jobs, a.seeds, a.subsets, a.ablation_seeds)
+    todo = [j for j in js if not (out/(run_tag(j['method'], j['seed'], j['subset'],
+                                                **{k: j[k] for k in ('ratio', 'block_size') if k in j}) + '.json')).exists()]
+    print(f"{len(js)} jobs, {len(js) - len(todo)} done already, running {len(todo)} with {a.j} workers", flush=True)
+    t0 = time.time()
+    def go(j):
+        tag = run_tag(j['method'], j['seed'], j['subset'], **{k: j[k] for k in ('ratio', 'block_size') if k in j})
+        with open(out/'logs'/f'{tag}.log', 'w') as f:
+            env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONUNBUFFERED='1')
+            r = subprocess.run(_cmd(j, a), stdout=f, stderr=subprocess.STDOUT, env=env)
+        ok = (out/f'{tag}.json').exists()
+        msg = json.loads((out/f'{tag}.json').read_text())['test']['iou'] if ok else f'FAILED rc={r.returncode}'
+        print(f"[{time.time() - t0:6.0f}s] {tag}: {msg}", flush=True)
+        return ok
+    with ThreadPoolExecutor(a.j) as ex: oks = list(ex.map(go, todo))
+    print(f"done: {sum(oks)}/{len(todo)} ok in {time.time() - t0:.0f}s", flush=True)
+    return 0 if all(oks) else 1
+
+# ---------------------------------------------------------------- summary
+def _ms(v):
+    v = np.asarray(v, float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float('nan')
+
+def summarize(a):
+    import pandas as pd
+    runs = [json.loads(p.read_text()) for p in sorted(Path(a.runs).glob('*.json'))]
+    if not runs: raise SystemExit(f"no run JSONs in {a.runs}")
+    res = Path(a.results); res.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for r in runs:
+        abl = r.get('ablation') or {}
+        rows.append(dict(tag=r['tag'], subset=r['subset'], method=r['method'], seed=r['seed'],
+                         ratio=r['config']['ratio'], block_size=r['config']['block_size'], cm_weight=r['config']['cm_weight'],
+                         ablation='main' if not abl else ','.join(f'{k}={v}' for k, v in sorted(abl.items())),
+                         **{k: r['test'][k] for k in ('iou', 'f1', 'mcc', 'ap')},
+                         **{f'teacher_{k}': (r['test_teacher'] or {}).get(k) for k in ('iou', 'f1', 'mcc', 'ap')},
+                         final_pl_weight=np.mean([t['pl_weight'] for t in r['terms'][-10:]]) if 'pl_weight' in r['terms'][0] else None,
+                         train_seconds=r['train_seconds'], iters=r['iters'], device=r['device']))
+    df = pd.DataFrame(rows).sort_values(['subset', 'ablation', 'method', 'seed'])
+    df.to_csv(res/'em_runs.csv', index=False, float_format='%.5f')
+    order = {m: i for i, m in enumerate(QUALITY)}
+    summ = []
+    for (sub, abl, m), g in df.groupby(['subset', 'ablation', 'method']):
+        d = dict(subset=int(sub), ablation=abl, method=m, n_seeds=len(g), seeds=' '.join(map(str, sorted(g.seed))))
+        for k in ('iou', 'f1', 'mcc', 'ap', 'teacher_iou', 'final_pl_weight', 'train_seconds'):
+            vals = g[k].dropna()
+            d[k + '_mean'], d[k + '_sd'] = _ms(vals) if len(vals) else (None, None)
+        summ.append(d)
+    sd = pd.DataFrame(summ)
+    sd['_o'] = sd.method.map(order)
+    sd = sd.sort_values(['subset', 'ablation', '_o']).drop(columns='_o')
+    sd.to_csv(res/'em_summary.csv', index=False, float_format='%.5f')
+    (res/'em_runs.json').write_text(json.dumps(dict(recipe=RECIPE, runs=runs), indent=None))
+    (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records')), indent=1))
+    _plots(runs, res, Path(a.runs))
+    print(table_text(sd))
+
+def table_text(sd)->str:
+    lines = []
+    for (sub, abl), g in sd.groupby(['subset', 'ablation'], sort=False):
+        lines.append(f"subset {sub}, {abl}:  method  IoU  F1  MCC  AP  (mean ± sd over seeds)")
+        for _, r in g.iterrows():
+            lines.append(f"  {r.method:<15} n={r.n_seeds}  " + '  '.join(
+                f"{k.upper()} {r[k + '_mean']:.3f}±{r[k + '_sd']:.3f}" for k in ('iou', 'f1', 'mcc', 'ap')))
+    return '\n'.join(lines)
+
+def _plots(runs, res, rundir):
+    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    main = [r for r in runs if not r.get('ablation') and r['subset'] == 1]
+    # learning curves: test IoU vs iteration, mean over seeds (plotting only; no selection)
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=72)
+    for m in QUALITY:
+        rs = [r for r in main if r['method'] == m and r['curve']]
+        if not rs: continue
+        k = next(k for k in ('foreground_iou', 'iou') if k in rs[0]['curve'][0])
+        it = [c['iter'] for c in rs[0]['curve']]
+        v = np.array([[c[k] for c in r['curve']] for r in rs if len(r['curve']) == len(it)])
+        ax.errorbar(it, v.mean(0), yerr=v.std(0), label=m, capsize=2, lw=1, marker='o', ms=3)
+    ax.set_xlabel('iteration'); ax.set_ylabel('test IoU (whole slices)'); ax.legend(fontsize=6); ax.set_title('VNC III → Lucchi, subset 1', fontsize=9)
+    fig.tight_layout(); fig.savefig(res/'em_curves.png', dpi=72); plt.close(fig)
+    # pseudo-label weight and target loss terms over iterations (seed mean)
+    fig, axs = plt.subplots(1, 3, figsize=(9, 2.6), dpi=72)
+    for m in QUALITY:
+        rs = [r for r in main if r['method'] == m and 'pl_weight' in r['terms'][0]]
+        if not rs: continue
+        n = min(len(r['terms']) for r in rs)
+        it = [t['iter'] for t in rs[0]['terms'][:n]]
+        for ax, k in zip(axs, ('pl_weight', 'tgt_ce', 'cm_mse')):
+            ax.plot(it, np.mean([[t[k] for t in r['terms'][:n]] for r in rs], 0), label=m, lw=1)
+    for ax, k in zip(axs, ('pl_weight', 'tgt_ce', 'cm_mse')): ax.set_title(k, fontsize=9); ax.set_xlabel('iteration')
+    axs[0].legend(fontsize=6); fig.tight_layout(); fig.savefig(res/'em_terms.png', dpi=72); plt.close(fig)
+    # example predictions (seed 0, one test slice)
+    ex = [(m, rundir/f's1_{m}_seed0_example.npz') for m in QUALITY]
+    ex = [(m, p) for m, p in ex if p.exists()]
+    if ex:
+        arrs = load_arrays(getattr(_plots, 'data', None), RECIPE['downscale']) if getattr(_plots, 'data', None) else None
+        n = len(ex) + (2 if arrs else 0)
+        fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 1.5), dpi=60)
+        i = 0
+        if arrs:
+            axs[0].imshow(arrs['lucchi_testing_img'][EXAMPLE_SLICE], cmap='gray'); axs[0].set_title('image', fontsize=7)
+            axs[1].imshow(arrs['lucchi_testing_mask'][EXAMPLE_SLICE], cmap='magma'); axs[1].set_title('truth', fontsize=7); i = 2
+        for m, p in ex:
+            axs[i].imshow(np.load(p)['prob'] >= 128, cmap='magma'); axs[i].set_title(m, fontsize=7); i += 1
+        for ax in axs: ax.axis('off')
+        fig.tight_layout(); fig.savefig(res/'em_examples.png', dpi=60); plt.close(fig)
+
+# ---------------------------------------------------------------- CLI
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp = p.add_subparsers(dest='cmd', required=True)
+    c = sp.add_parser('cache', help='write the pre-downscaled uint8 cache (.npz) from the real data root')
+    c.add_argument('--data', default=None, help='real data root (vnc3/, lucchi/); default $MASKTWINS_DATA or ../shared/data')
+    c.add_argument('--downscale', type=int, default=RECIPE['downscale'])
+    c.add_argument('--dest', default=str(REPO/'.devdata'/'em_ds2.npz'))
+    for name in ('run', 'batch'):
+        q = sp.add_parser(name, help='train+evaluate one run' if name == 'run' else 'run many jobs in parallel processes')
+        q.add_argument('--data', default=None, help='real data root or cache .npz (default: real root)')
+        q.add_argument('--out', default='runs/em', help='folder for the run JSONs')
+        q.add_argument('--downscale', type=int, default=RECIPE['downscale'])
+        q.add_argument('--iters', type=int, default=None, help=f"override the recipe's {RECIPE['iters']} iterations (smoke tests only)")
+        q.add_argument('--device', default=None, help='cpu, cuda (default: cuda if available)')
+        q.add_argument('--threads', type=int, default=2, help='torch CPU threads per run')
+        if name == 'run':
+            q.add_argument('--method', required=True, choices=list(METHODS))
+            q.add_argument('--seed', type=int, default=0)
+            q.add_argument('--subset', type=int, default=1, choices=(1, 2))
+            q.add_argument('--ratio', type=float, default=None, help='ablation: mask ratio of the first view')
+            q.add_argument('--block-size', type=int, default=None, help='ablation: mask block size (pixels)')
+            q.add_argument('--progress', action='store_true')
+        else:
+            q.add_argument('--jobs', nargs='+', default=['quality'], choices=('quality', 'ablation'))
+            q.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+            q.add_argument('--ablation-seeds', type=int, nargs='+', default=None, help='default: the first two --seeds')
+            q.add_argument('--subsets', type=int, nargs='+', default=[1], choices=(1, 2))
+            q.add_argument('-j', type=int, default=4, help='parallel runs')
+    s = sp.add_parser('summarize', help='tables (CSV/JSON) and plots from the run JSONs')
+    s.add_argument('--runs', default='runs/em'); s.add_argument('--results', default=str(REPO/'benchmarks'/'results'))
+    s.add_argument('--data', default=None, help='real root or cache, for the example image/truth panels (optional)')
+    a = p.parse_args(argv)
+    if a.cmd == 'cache':
+        arrs = load_arrays(a.data, a.downscale)
+        Path(a.dest).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(a.dest, **arrs)
+        print(a.dest, {k: v.shape for k, v in arrs.items()}, f"{Path(a.dest).stat().st_size/2**20:.1f} MiB")
+    elif a.cmd == 'run':
+        if a.iters: RECIPE['iters'] = a.iters; RECIPE['eval_every'] = min(RECIPE['eval_every'], a.iters)
+        ov = {k: v for k, v in dict(ratio=a.ratio, block_size=a.block_size).items() if v is not None}
+        r = run_one(a.method, a.seed, load_arrays(a.data, a.downscale), Path(a.out), a.subset, a.device, a.threads, a.progress, **ov)
+        print(json.dumps(dict(tag=r['tag'], test=r['test'], teacher=r['test_teacher'], train_seconds=r['train_seconds'])))
+    elif a.cmd == 'batch': return batch(a)
+    else:
+        _plots.data = a.data
+        summarize(a)
+
+if __name__ == '__main__': sys.exit(main())
