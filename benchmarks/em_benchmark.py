@@ -6,9 +6,12 @@ Subcommands
   batch      run a job list (quality table and/or ablations) in parallel sub-processes, skipping finished runs
   summarize  collect run JSONs into CSV/JSON tables and small PNG plots (learning curves, examples, loss terms)
 
-The one documented command (everything, on a GPU machine; about 5 min on one H100, see nbs/10_benchmark_em.ipynb):
-  python benchmarks/em_benchmark.py batch --jobs quality ablation --seeds 0 1 2 -j 8 --out runs/em && \\
-  python benchmarks/em_benchmark.py summarize --runs runs/em --results benchmarks/results
+The one documented command (everything, on a GPU machine; ~7 min on one H100 with 8 parallel runs, see
+nbs/10_benchmark_em.ipynb; the committed results used --seeds 0 1 2 3 4 for subset 1 and 0 1 2 for subset 2):
+  python benchmarks/em_benchmark.py batch --jobs quality ablation --subsets 1 2 --seeds 0 1 2 3 4 \\
+      --ablation-seeds 0 1 -j 8 --out runs/em && \\
+  python benchmarks/em_benchmark.py summarize --runs runs/em --results benchmarks/results && \\
+  python benchmarks/em_speed.py --device cuda --out benchmarks/results/em_speed_cuda.json
 
 Data: --data is the real data root (vnc3/ + lucchi/, default $MASKTWINS_DATA or ../shared/data) or a cache
 written by `cache` (an .npz). Either way every volume is area-downscaled by --downscale (2) from its raw uint8
@@ -137,7 +140,8 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
                source=src.name, target=tgt.name, target_test=tst.name, n_test_slices=len(tst))
     out.mkdir(parents=True, exist_ok=True)
     if seed == 0 and not overrides:
-        np.savez_compressed(out/f'{tag}_example.npz', prob=(prob[EXAMPLE_SLICE] * 255).round().astype(np.uint8))
+        k = min(EXAMPLE_SLICE, len(prob) - 1)
+        np.savez_compressed(out/f'{tag}_example.npz', prob=(prob[k] * 255).round().astype(np.uint8), slice=np.array(k))
     tmp = out/f'.{tag}.json.tmp'; tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out/f'{tag}.json')
     return res
 
@@ -214,10 +218,17 @@ def summarize(a):
     sd['_o'] = sd.method.map(order)
     sd = sd.sort_values(['subset', 'ablation', '_o']).drop(columns='_o')
     sd.to_csv(res/'em_summary.csv', index=False, float_format='%.5f')
-    (res/'em_runs.json').write_text(json.dumps(dict(recipe=RECIPE, runs=runs), indent=None))
+    (res/'em_runs.json').write_text(json.dumps(_round(dict(recipe=RECIPE, runs=runs)), indent=None))
     (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records')), indent=1))
     _plots(runs, res, Path(a.runs))
     print(table_text(sd))
+
+def _round(o, sig:int=5):
+    "Floats rounded to `sig` significant digits (smaller JSON)"
+    if isinstance(o, float): return float(f'{o:.{sig}g}')
+    if isinstance(o, dict): return {k: _round(v, sig) for k, v in o.items()}
+    if isinstance(o, list): return [_round(v, sig) for v in o]
+    return o
 
 def table_text(sd)->str:
     lines = []

@@ -8,12 +8,16 @@ Measures, all in this one process with the same model size / crop / batch as `em
   * the fastai-callback step against a plain PyTorch loop doing the same computation;
   * views batched (one forward of 2B) against sequential (two forwards of B);
   * mask generation (+ application) and strong augmentation as shares of the step;
-  * peak memory: CUDA max_memory_allocated on GPU; on CPU the peak RSS of a fresh sub-process per method (--cpu-mem).
+  * peak memory: CUDA max_memory_allocated on GPU; on CPU the process's peak RSS (VmHWM, reset before each method
+    through /proc/self/clear_refs), or with --cpu-mem the peak RSS of a fresh sub-process per method;
+  * the fastai step with torch.optim.Adam (multi-tensor) through OptimWrapper instead of fastai's Adam (--torch-opt-methods).
 
-  python benchmarks/em_speed.py --data .devdata/em_ds2.npz --device cuda --out benchmarks/results/speed_cuda.json
+  python benchmarks/em_speed.py --data .devdata/em_ds2.npz --device cuda --out benchmarks/results/em_speed_cuda.json
+  python benchmarks/em_speed.py --data .devdata/em_ds2.npz --device cpu --threads 2 --n 20 --warmup 3 \\
+      --out benchmarks/results/em_speed_cpu.json
 """
 from __future__ import annotations
-import argparse, json, resource, subprocess, sys, time
+import argparse, gc, json, resource, subprocess, sys, time
 from copy import deepcopy
 from pathlib import Path
 import numpy as np
@@ -47,16 +51,19 @@ def new_model(dev, seed=0):
     torch.manual_seed(seed)
     return UNet(in_ch=1, n_classes=2, depth=RECIPE['depth'], width=RECIPE['width']).to(dev)
 
-def fastai_method(name, arrs, dev, n, warmup):
-    "Median step / iteration time and peak memory of `name` trained through fastai"
+def fastai_method(name, arrs, dev, n, warmup, opt='fastai'):
+    "Median step / iteration time and peak memory of `name` trained through fastai (`opt`: 'fastai' Adam or 'torch' Adam via `OptimWrapper`)"
+    from functools import partial
     from fastai.callback.core import Callback, CancelValidException
+    from fastai.optimizer import Adam, OptimWrapper
     from masktwins_nb.learner import masktwins_learner
     lm, ov = METHODS.get(name, ('masktwins', {}))
     kw = dict(RECIPE, **ov)
     dls = make_dls(arrs, dev, n + warmup)
     learn = masktwins_learner(dls, new_model(dev), method=lm, alpha=kw['alpha'], block_size=kw['block_size'], ratio=kw['ratio'],
                               cm_weight=kw['cm_weight'], threshold=kw['threshold'], seed=0,
-                              batched_views=(name != 'masktwins_seqviews'), metrics=[])
+                              batched_views=(name != 'masktwins_seqviews'), metrics=[],
+                              opt_func=Adam if opt == 'fastai' else partial(OptimWrapper, opt=torch.optim.Adam))
     steps, iters = [], []
     class Timer(Callback):
         order = -20
@@ -68,10 +75,26 @@ def fastai_method(name, arrs, dev, n, warmup):
             self.last = t
         def before_validate(self): raise CancelValidException()
     if dev.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(dev)
+    else: rss0 = _reset_peak_rss()
     with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(1, RECIPE['lr'], cbs=Timer())
-    mem = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == 'cuda' else None
-    return dict(step_s=float(np.median(steps[warmup:])), iter_s=float(np.median(iters[warmup:])), n_timed=len(steps[warmup:]),
-                peak_mem_mib=mem)
+    mem = dict(peak_mem_mib=torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == 'cuda' else \
+          dict(peak_rss_mib=_vm('VmHWM'), rss_before_mib=rss0)
+    del learn, dls; gc.collect()
+    return dict(step_s=float(np.median(steps[warmup:])), iter_s=float(np.median(iters[warmup:])), n_timed=len(steps[warmup:]), **mem)
+
+def _vm(key):
+    "A /proc/self/status memory field in MiB (Linux), else None"
+    try:
+        for l in open('/proc/self/status'):
+            if l.startswith(key + ':'): return int(l.split()[1]) / 1024
+    except OSError: return None
+
+def _reset_peak_rss():
+    "Reset the peak RSS (VmHWM) of this process (Linux: write 5 to /proc/self/clear_refs); returns the current RSS (MiB)"
+    gc.collect()
+    try: open('/proc/self/clear_refs', 'w').write('5')
+    except OSError: pass
+    return _vm('VmRSS')
 
 def plain_parts(arrs, dev, n, warmup):
     "The MaskTwins computation in plain PyTorch: each pass alone, and the whole step as one loop"
@@ -137,6 +160,9 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=5)
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     p.add_argument('--methods', nargs='+', default=SPEED_METHODS)
+    p.add_argument('--torch-opt-methods', nargs='*', default=['source_only', 'masktwins'],
+                   help='also time these through fastai with torch.optim.Adam (OptimWrapper) instead of fastai Adam')
+    p.add_argument('--no-parts', action='store_true', help='skip the plain-PyTorch part timings')
     p.add_argument('--cpu-mem', action='store_true', help='on CPU, peak RSS per method from fresh sub-processes')
     p.add_argument('--out', default=None, help='JSON file for the results')
     a = p.parse_args(argv)
@@ -152,7 +178,10 @@ def main(argv=None):
     for m in a.methods:
         res['methods'][m] = fastai_method(m, arrs, dev, a.n, a.warmup)
         print(f"  {m:<20} {res['methods'][m]}  [{time.time() - t0:.0f}s]", flush=True)
-    res['parts'] = plain_parts(arrs, dev, a.n, a.warmup)
+    for m in a.torch_opt_methods:
+        res['methods'][m + '+torchadam'] = fastai_method(m, arrs, dev, a.n, a.warmup, opt='torch')
+        print(f"  {m + '+torchadam':<20} {res['methods'][m + '+torchadam']}  [{time.time() - t0:.0f}s]", flush=True)
+    res['parts'] = {} if a.no_parts else plain_parts(arrs, dev, a.n, a.warmup)
     print(f"  parts {res['parts']}  [{time.time() - t0:.0f}s]", flush=True)
     if dev.type == 'cpu' and a.cpu_mem and a.data:
         for m in a.methods: res['methods'][m].update(cpu_mem(m, str(Path(a.data).resolve())) or {})
@@ -182,6 +211,12 @@ def derived(res):
                      strong_aug_share=P['strong_aug'] / mt)
         if so: d['fastai_vs_plain_source_only'] = so / P['plain_source_only_step']
     if 'masktwins_seqviews' in M and mt: d['fastai_seq_vs_batched_views'] = M['masktwins_seqviews']['step_s'] / mt
+    for m in ('source_only', 'masktwins'):
+        if m + '+torchadam' in M and m in M: d[f'{m}_fastai_adam_vs_torch_adam'] = M[m]['step_s'] / M[m + '+torchadam']['step_s']
+    if P and 'masktwins+torchadam' in M:
+        d['fastai_torchadam_vs_plain_masktwins'] = M['masktwins+torchadam']['step_s'] / P['plain_masktwins_step']
+    if P and 'source_only+torchadam' in M:
+        d['fastai_torchadam_vs_plain_source_only'] = M['source_only+torchadam']['step_s'] / P['plain_source_only_step']
     return d
 
 def speed_table(res)->str:
