@@ -14,7 +14,8 @@ from .data import load_domain, synthetic_em_pair, em_dataloaders, read_stack, re
 from .models import UNet
 from .metrics import binary_scores
 from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save,
-                                  predict_volume, SaveEveryEpoch)
+                                  predict_volume, SaveEveryEpoch, NonFiniteLossError)
+from .reliability import check_inputs, DDPTrainer
 
 # %% auto #0
 __all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'train_job', 'masktwins_train', 'atomic_save_json', 'load_model',
@@ -64,6 +65,48 @@ def _write_csv(rows, fname):
         f.write(','.join(keys) + '\n')
         for r in rows: f.write(','.join('' if r.get(k) is None else f'{r[k]:.6g}' for k in keys) + '\n')
 
+# %% ../nbs/07_cli.ipynb #3b25f646
+def _read_checkpoint(fname)->dict:
+    "`torch.load(weights_only=True)` with clear errors for a missing file or one that is not a masktwins checkpoint"
+    if not Path(fname).is_file(): raise FileNotFoundError(f"{fname}: no such checkpoint (fix: pass the model.pth written by masktwins_train)")
+    try: ck = torch.load(fname, map_location='cpu', weights_only=True)
+    except Exception as e: ck, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+    if not isinstance(ck, dict) or 'model' not in ck:
+        raise ValueError(f"{fname}: not a readable masktwins checkpoint ({err if ck is None else 'no model weights in it'}) "
+                         "(fix: pass a model.pth / model.interrupted.pth written by masktwins_train)")
+    return ck
+
+def _resume_file(out, resume)->Path|None:
+    "The checkpoint to resume: `resume` itself, or with `resume=True` out/model.interrupted.pth, else out/model.pth, else None"
+    if resume is False or resume is None: return None
+    if resume is not True:
+        f = Path(resume)
+        if not f.is_file(): raise FileNotFoundError(f"{f}: no such checkpoint (fix: pass the model.interrupted.pth or model.pth of the run)")
+        return f
+    return next((f for f in (Path(out)/'model.interrupted.pth', Path(out)/'model.pth') if f.is_file()), None)
+
+def _check_resume(ck, meta):
+    "Refuse a checkpoint of another method, model or preprocessing, naming what differs"
+    old = _read_checkpoint(ck).get('meta') or {}
+    diff = [k for k in ('method', 'model', 'downscale', 'seed') if old.get(k) != meta.get(k)]
+    if diff: raise ValueError(f"{ck}: checkpoint of another run ({', '.join(f'{k}: {old.get(k)!r} vs {meta.get(k)!r}' for k in diff)}) "
+                              "(fix: resume with the settings of that run, or start afresh in another --out)")
+
+def _distributed(flag=None)->tuple: # (world size, rank)
+    "Join the process group of a `torchrun` / `accelerate launch` (gloo on CPU, nccl on GPUs) when there are several processes"
+    import torch.distributed as dist
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    if flag and world < 2: raise ValueError("distributed training needs several processes (fix: launch with "
+                                           "`torchrun --nproc_per_node N $(which masktwins_train) ...` or `accelerate launch --num_processes N ...`)")
+    if world < 2 or flag is False: return 1, 0
+    if not dist.is_initialized():
+        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    return dist.get_world_size(), dist.get_rank()
+
+def _local_device():
+    return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
+
 # %% ../nbs/07_cli.ipynb #e0bf5171
 SYNTHETIC_DEFAULTS = dict(alpha=0.99, iters=300, crop=64, downscale=1, bs=8, lr=2e-3, eval_every=100, block_size=16, width=16, depth=3)
 DATA_DEFAULTS = dict(alpha=0.99, iters=1000, crop=128, downscale=2, bs=8, lr=1e-3, eval_every=250, block_size=32, width=16, depth=4)
@@ -91,8 +134,11 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
               depth:int=None, # U-Net depth
               amp:bool=False, # mixed precision
               progress:bool=True, # progress bars
+              resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
+              cbs=None, # extra fastai callbacks
+              distributed:bool=None, # data-parallel over the processes of a `torchrun`/`accelerate launch`; None: when WORLD_SIZE > 1
              )->dict:
-    "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics."
+    "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Inputs are checked first (`check_inputs`)."
     if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if (source is None) != (target is None): raise ValueError("Give both --source and --target, or neither (synthetic default)")
     d = dict(SYNTHETIC_DEFAULTS if source is None else DATA_DEFAULTS)
@@ -104,39 +150,54 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
         src = load_domain(source, split='train')
         tgt = load_domain(target, split='train', labels=False)
         tst = load_domain(target_test, split='test') if target_test is not None else load_domain(target, split='test')
-    dev = _device(device)
+        check_inputs(src, tgt, tst, crop=d['crop'], downscale=d['downscale'],
+                     paths=dict(source=source, target=target, target_test=target_test or target))
+    world, rank = _distributed(distributed)
+    dev = _device(device) if world == 1 or device is not None else _local_device()
+    ck = _resume_file(out, resume)
     set_seed(seed, reproducible=True)
     eval_every = min(d['eval_every'], d['iters'])
     dls = em_dataloaders(src, tgt, tst, crop=d['crop'], downscale=d['downscale'], bs=d['bs'], iters_per_epoch=eval_every,
-                         seed=seed, device=dev)
+                         seed=seed + rank, device=dev)   # every rank its own crops
     model = UNet(in_ch=1, n_classes=2, depth=d['depth'], width=d['width'])
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
     meta = dict(model=dict(name='UNet', in_ch=1, n_classes=2, depth=d['depth'], width=d['width']), downscale=d['downscale'],
                 method=method, seed=seed)
+    if ck is not None: _check_resume(ck, meta)
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    main = rank == 0   # only the first process writes to `out`
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent) if main else tempfile.mkdtemp())
     learn = masktwins_learner(dls, model, method=method, alpha=d['alpha'], block_size=d['block_size'], ratio=ratio, cm_weight=cm_weight,
                               threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
-                              cbs=[SaveEveryEpoch(tmp/'model.pth', meta=meta)])
+                              cbs=([SaveEveryEpoch(tmp/'model.pth', meta=meta)] if main else []) + ([DDPTrainer()] if world > 1 else [])
+                                  + list(cbs or []))
     t0 = time.time()
     try:
-        if progress: fit_iters(learn, d['iters'], d['lr'])
+        if progress: fit_iters(learn, d['iters'], d['lr'], resume=ck)
         else:
-            with learn.no_bar(), learn.no_logging(): fit_iters(learn, d['iters'], d['lr'])
+            with learn.no_bar(), learn.no_logging(): fit_iters(learn, d['iters'], d['lr'], resume=ck)
         secs = time.time() - t0
         scores = _val_scores(learn.model, dls.valid, dev)
         rows, evals = _history(learn)
-        res = dict(method=method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter), config=dict(d, ratio=ratio,
-                   cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, seed=seed, device=str(dev),
+        res = dict(method=method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
+                   resumed_from=None if ck is None else str(ck), config=dict(d, ratio=ratio,
+                   cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, seed=seed, device=str(dev), world_size=world,
                    source=source or 'synthetic', target=target or 'synthetic'), evaluations=evals)
-        (tmp/'metrics.json').write_text(json.dumps(res, indent=1))
-        _write_csv(rows, tmp/'history.csv')
-        plot_curves(rows, evals, eval_every, tmp/'curves.png', title=method)
-        if out.exists(): shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        if (tmp/'model.pth').exists():  # keep the last complete checkpoint of a crashed run
-            out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', out/'model.interrupted.pth')
+        if main:
+            (tmp/'metrics.json').write_text(json.dumps(res, indent=1))
+            _write_csv(rows, tmp/'history.csv')
+            plot_curves(rows, evals, eval_every, tmp/'curves.png', title=method)
+            if out.exists(): shutil.rmtree(out)
+            os.replace(tmp, out)
+        else: shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        kept = out/'model.interrupted.pth'
+        if main and (tmp/'model.pth').exists():  # keep the last complete checkpoint of a crashed run
+            out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', kept)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, NonFiniteLossError):
+            msg = str(e).replace(str(tmp/'model.pth'), str(kept))
+            if kept.exists(): msg = msg.replace(' (fix:', '; once fixed, continue it with resume=True / --resume (fix:', 1)
+            raise NonFiniteLossError(msg) from None
         raise
     return res
 
@@ -175,6 +236,8 @@ def masktwins_train(
     depth:int=None, # U-Net depth (default 3 / 4)
     amp:store_true=False, # mixed precision
     quiet:store_true=False, # no progress bars
+    resume:store_true=False, # continue interrupted runs from out/<method>/model.interrupted.pth (or model.pth)
+    distributed:store_true=False, # data-parallel over the processes of `torchrun --nproc_per_node N` / `accelerate launch` (automatic when WORLD_SIZE > 1)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
     methods = [method]
@@ -182,7 +245,7 @@ def masktwins_train(
     elif baseline and method != 'source_only': methods = ['source_only', method]
     kw = dict(source=source, target=target, target_test=target_test, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs,
               seed=seed, device=device, eval_every=eval_every, block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight,
-              threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet)
+              threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet, resume=resume, distributed=distributed or None)
     results = {}
     for m in methods:
         print(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
@@ -192,7 +255,7 @@ def masktwins_train(
     if len(results) == 2:
         a, b = (results[m]['target_test']['iou'] for m in methods)
         print(f"target IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})")
-    atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
+    if int(os.environ.get('RANK', 0)) == 0: atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
 
 # %% ../nbs/07_cli.ipynb #934b6e0e
 def atomic_save_json(obj, fname):
@@ -207,7 +270,7 @@ def load_model(fname, # checkpoint written by `train_job` / `save_checkpoint`
                device=None, # where to put the model
               )->tuple: # (model, meta)
     "Rebuild the model described in a checkpoint and load its weights."
-    ck = torch.load(fname, map_location='cpu', weights_only=True)
+    ck = _read_checkpoint(fname)
     meta = ck.get('meta', {}); cfg = dict(meta.get('model', {}))
     if cfg.pop('name', 'UNet') != 'UNet': raise ValueError(f"{fname}: only UNet checkpoints can be rebuilt from their description")
     model = UNet(**cfg)

@@ -66,11 +66,11 @@ def _decolour(a, path, kind, where=''):
 
 def _as_2d(a, path, kind='image'):
     "Check a decoded slice is 2-D (grey kept, colour handled by `_decolour`)"
+    if a.size == 0: _fail(path, "empty or unreadable image (no pixel data)", "check it is a valid TIFF/PNG file; re-export it")
     if a.ndim == 3 and a.shape[0] == 1: a = a[0]
     if a.ndim == 3 and a.shape[-1] in (2, 3, 4): a = _decolour(a, path, kind)
     if a.ndim != 2: _fail(path, f"expected a 2-D slice, got an array of shape {a.shape}",
                           "pass a multi-page TIFF itself (not its folder) or split it into 2-D slices")
-    if a.size == 0: _fail(path, "empty image (0 pixels)", "re-export the file")
     return a
 
 def _check_file(p):
@@ -374,6 +374,7 @@ def detect_layout(path)->str:
     p, _ = _split_h5(path, None)
     if not p.exists(): _fail(path, "no such file or folder", cls=FileNotFoundError)
     if p.is_file(): return 'volume'
+    if not any(q for q in p.iterdir() if not q.name.startswith('.')): _fail(p, "empty folder", "put the image slices (or a volume file) in it, or point to the right folder")
     if (p/'raw').is_dir() and (p/'mitochondria').is_dir() or (p/'stack1'/'raw').is_dir(): return 'vnc3'
     if any((p/f).is_file() for fs in _LUCCHI.values() for f in fs): return 'lucchi'
     if (p/'images').is_dir(): return 'images_masks'

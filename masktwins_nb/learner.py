@@ -4,12 +4,13 @@
 
 # %% ../nbs/06_learner.ipynb #08059461
 from __future__ import annotations
-import os, json, math, tempfile, warnings
+import os, json, math, random, tempfile, warnings
 from copy import deepcopy
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastai.learner import Learner
+from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import Adam
 from fastai.callback.fp16 import MixedPrecision
@@ -22,11 +23,36 @@ from .metrics import binary_metrics, binary_scores
 from .callbacks import SplitTarget, EMATeacher, MaskTwins
 
 # %% auto #0
-__all__ = ['METHODS', 'masktwins_learner', 'atomic_save', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled',
-           'predict_volume', 'evaluate', 'show_results', 'fit_iters']
+__all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_save', 'rng_state', 'set_rng_state',
+           'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled', 'predict_volume',
+           'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'fit_iters']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
+
+# %% ../nbs/06_learner.ipynb #2d4da6e6
+class NonFiniteLossError(FloatingPointError):
+    "The training loss (or one of its terms) became NaN or infinite"
+
+class NaNGuard(Callback):
+    "Stop training at the first NaN/inf loss, naming the iteration and the offending MaskTwins loss term"
+    order = 8 # after_loss: after MaskTwins (5) added the target terms, before MixedPrecision (10) scales the loss
+    def after_loss(self):
+        if not self.training or self.learn.loss_grad is None: return
+        if bool(torch.isfinite(self.learn.loss_grad).all()): return   # one host sync per batch
+        terms = {'loss': float(self.learn.loss_grad.detach().float().sum())}
+        mt = next((c for c in self.learn.cbs if isinstance(c, MaskTwins)), None)
+        if mt is not None and mt._pending and mt._pending[-1][0] == self.epoch:
+            from masktwins_nb.callbacks import TERMS
+            terms.update(zip(TERMS, mt._pending[-1][1].tolist()))
+        bad = [k for k, v in terms.items() if k != 'loss' and not math.isfinite(v)] or ['loss']
+        ck = [str(c.fname) for c in self.learn.cbs if isinstance(c, SaveEveryEpoch) and c.fname.exists()]
+        vals = ', '.join(f"{k}={v:.4g}" for k, v in terms.items())
+        raise NonFiniteLossError(
+            f"non-finite {' and '.join(bad)} at training iteration {self.learn.train_iter} (counted from 0; epoch {self.epoch}): {vals}. "
+            f"Training stopped before the optimiser step; no checkpoint was written after the fault"
+            + (f"; the last good checkpoint is {ck[0]}" if ck else '') +
+            " (fix: lower the learning rate, check the inputs for NaN/inf, or use bf16 instead of fp16 mixed precision)")
 
 # %% ../nbs/06_learner.ipynb #a8264a44
 def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches `(src, tgt, mask)`)
@@ -48,6 +74,7 @@ def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches 
                       metrics=None, # default: foreground IoU, F1, MCC, AP over the whole validation set
                       mixed_precision:bool=False, # train under `MixedPrecision` (bf16 on CPU, fp16 on GPU)
                       opt_func=Adam, # optimiser
+                      nan_guard:bool=True, # stop with a clear error at the first NaN/inf loss (`NaNGuard`)
                       cbs=None, # extra callbacks
                       **kwargs # passed to `Learner`
                      )->Learner:
@@ -61,6 +88,7 @@ def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches 
                     MaskTwins(mode=mode, block_size=block_size, ratio=ratio, cm_weight=cm_weight, threshold=threshold,
                               weight_mode=weight_mode, tgt_weight=tgt_weight, aug=aug, batched_views=batched_views, seed=seed)]
     if mixed_precision: all_cbs.append(_mixed_precision(dls))
+    if nan_guard: all_cbs.append(NaNGuard())
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=255), opt_func=opt_func,
                     metrics=binary_metrics() if metrics is None else metrics, cbs=all_cbs + list(L(cbs)), **kwargs)
     learn.mt_method = method
@@ -96,19 +124,54 @@ def atomic_save(obj, fname):
         raise
     return fname
 
+# %% ../nbs/06_learner.ipynb #62213486
+def rng_state()->dict:
+    "Global RNG states (torch, CUDA, numpy, python `random`) as tensors and plain lists, loadable with `weights_only=True`"
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    v, st, gauss = random.getstate()
+    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), cached=float(cached)),
+                python=[v, list(st), gauss])
+
+def set_rng_state(st:dict): # a `rng_state()`
+    "Restore the global RNG states saved by `rng_state`"
+    torch.set_rng_state(st['torch'])
+    if st.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    n = st['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
+    v, s, g = st['python']
+    random.setstate((v, tuple(s), g))
+
+# %% ../nbs/06_learner.ipynb #dc2fca46
+def _mt_cb(learn): return next((c for c in learn.cbs if isinstance(c, MaskTwins)), None)
+
+def train_state(learn:Learner)->dict|None: # None outside/before `fit`
+    "Where a fit stands, for an exact resume: epoch, n_epoch, train_iter, all RNG states, data-loader epoch, history"
+    if not hasattr(learn, 'n_epoch') or not hasattr(learn, 'train_iter') or not hasattr(learn, 'epoch'): return None
+    mt, rec = _mt_cb(learn), getattr(learn, 'recorder', None)
+    dls = getattr(learn, 'dls', None)
+    return dict(epoch=int(learn.epoch), n_epoch=int(learn.n_epoch), train_iter=int(learn.train_iter), rng=rng_state(),
+                mask_rng=None if mt is None or mt._gen is None else mt._gen.get_state(),
+                dl_epoch=int(getattr(getattr(dls, 'train', None), 'epoch', 0) or 0),
+                dl_rng=[list(dl.rng.getstate()[1]) + [dl.rng.getstate()[0]] if hasattr(dl, 'rng') else None for dl in getattr(dls, 'loaders', [])],
+                history=_plain(list(getattr(learn, 'mt_history', None) or [])),
+                values=_plain([[float(v) if isinstance(v, (int, float, np.generic)) or torch.is_tensor(v) else None for v in vals]
+                               for vals in getattr(rec, 'values', [])]),
+                losses=[float(l) for l in getattr(rec, 'losses', [])])
+
 # %% ../nbs/06_learner.ipynb #4bd26d9d
 def save_checkpoint(learn:Learner, # the learner to save
                     fname, # file to write
                     meta:dict=None, # JSON-able description (model config, downscale, method, ...)
                     with_opt:bool=True, # also save the optimiser state
                    )->Path:
-    "Atomically save student, teacher, optimiser, step counters and `meta` of `learn`."
+    "Atomically save student, teacher, optimiser, step counters, `meta` and the `train_state` of `learn`."
     teacher = getattr(learn, 'mt_teacher', None)
     state = dict(model=_unwrap(learn.model).state_dict(),
                  teacher=None if teacher is None else teacher.state_dict(),
                  opt=_plain(learn.opt.state_dict()) if (with_opt and learn.opt is not None) else None,
                  step=int(getattr(learn, 'mt_step', 0)), ema_step=int(getattr(learn, 'mt_ema_step', 0)),
-                 meta=json.loads(json.dumps(meta or {})))
+                 meta=json.loads(json.dumps(meta or {})), train=train_state(learn))
     return atomic_save(state, fname)
 
 # %% ../nbs/06_learner.ipynb #d89fe32c
@@ -136,16 +199,15 @@ def load_checkpoint(learn:Learner, # the learner to load into (same model archit
     return state.get('meta', {})
 
 # %% ../nbs/06_learner.ipynb #436a78c9
-from fastai.callback.core import Callback
-
 class SaveEveryEpoch(Callback):
-    "Atomically write a checkpoint after every epoch (and count optimiser steps in `learn.mt_step`)."
+    "Atomically write a (resumable) checkpoint after every `every` epochs (and count optimiser steps in `learn.mt_step`)."
     order = 70
     def __init__(self, fname, meta:dict=None, every:int=1): self.fname, self.meta, self.every = Path(fname), meta, every
     def before_fit(self):
         if not hasattr(self.learn, 'mt_step'): self.learn.mt_step = 0
     def after_step(self): self.learn.mt_step += 1
     def after_epoch(self):
+        if self.epoch < getattr(self.learn, 'mt_start_epoch', 0): return   # an epoch skipped by a resumed fit
         if (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch:
             save_checkpoint(self.learn, self.fname, meta=self.meta)
 
@@ -264,14 +326,58 @@ def show_results(learn:Learner, # a trained learner
     return fig
 
 # %% ../nbs/06_learner.ipynb #b905da29
+class ResumeFit(Callback):
+    "Internal to `fit_iters(resume=...)`: continue counters, RNG states and history of a `train_state`"
+    order = 80 # after every other `before_fit` (RNG states are set last) and after `Recorder.after_epoch` (50)
+    def __init__(self, st:dict): self.st = st
+    def before_fit(self):
+        st = self.st
+        self.learn.mt_start_epoch, self.learn.train_iter = st['epoch'] + 1, st['train_iter']
+        set_rng_state(st['rng'])
+        mt = _mt_cb(self.learn)
+        if mt is not None and st.get('mask_rng') is not None: mt._gen = torch.Generator(); mt._gen.set_state(st['mask_rng'])
+        dls = self.learn.dls
+        if hasattr(dls.train, 'epoch'): dls.train.epoch = st['dl_epoch']
+        for dl, r in zip(dls.loaders, st.get('dl_rng') or []):
+            if r is not None and hasattr(dl, 'rng'): dl.rng.setstate((r[-1], tuple(r[:-1]), None))
+    def after_epoch(self):
+        if self.epoch >= self.learn.mt_start_epoch: return
+        rec = self.learn.recorder   # a skipped epoch: put back what the interrupted run had recorded
+        rec.values = [L(v) for v in self.st['values'][:self.epoch + 1]]
+        rec.losses = [torch.tensor(l) for l in self.st['losses']]
+    def after_fit(self): self.learn.mt_start_epoch = 0
+
+def resume_state(learn:Learner, # learner built like the interrupted one
+                 fname, # checkpoint written by `SaveEveryEpoch`/`save_checkpoint` during a fit
+                )->dict: # its `train_state`
+    "Load weights, teacher and optimiser of `fname` into `learn`, restore its training history; return its `train_state`"
+    load_checkpoint(learn, fname)
+    st = torch.load(fname, map_location='cpu', weights_only=True).get('train')
+    if st is None: raise ValueError(f"{fname}: no training state in this checkpoint (written outside a fit?); it cannot be resumed "
+                                    "(fix: resume from a checkpoint written by SaveEveryEpoch / train_job)")
+    learn.mt_history = list(st.get('history') or [])
+    return st
+
 def fit_iters(learn:Learner, # learner from `masktwins_learner`
               iters:int, # total training iterations (a multiple of `len(learn.dls.train)` is used)
               lr:float=1e-3, # peak learning rate
               pct_start:float=0.1, # warm-up share of the one-cycle schedule
+              resume=None, # checkpoint of an interrupted run with the same settings: continue it exactly
               **kwargs):
     "Train `learn` for about `iters` iterations; validation after every `len(learn.dls.train)` iterations."
     per = len(learn.dls.train)
     if per == 0: raise ValueError("the training DataLoader is empty")
     n_epoch = max(1, int(round(iters / per)))
-    learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, **kwargs)
+    start, cbs = 0, L(kwargs.pop('cbs', None))
+    if resume is not None:
+        st = resume_state(learn, resume)
+        if st['n_epoch'] != n_epoch:
+            raise ValueError(f"{resume}: written by a run of {st['n_epoch']} epochs x {per} iterations, this one has {n_epoch} epochs "
+                             "(fix: resume with the same iters, eval_every and batch settings as the interrupted run)")
+        start, cbs = st['epoch'] + 1, cbs + ResumeFit(st)
+        if start >= n_epoch:  # the checkpoint is of a finished run: nothing to train
+            learn.train_iter, learn.epoch, learn.n_epoch = st['train_iter'], st['epoch'], n_epoch
+            learn.recorder.values = [L(v) for v in st['values']]; learn.recorder.losses = [torch.tensor(l) for l in st['losses']]
+            return learn
+    learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=cbs, start_epoch=start, **kwargs)
     return learn
