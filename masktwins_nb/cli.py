@@ -13,7 +13,7 @@ from fastai.torch_core import set_seed, default_device
 from .data import load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize, rescale_stack
 from .models import UNet
 from .metrics import binary_scores
-from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save,
+from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save, atomic_write,
                                   predict_volume, SaveEveryEpoch, NonFiniteLossError)
 from .reliability import check_inputs, DDPTrainer
 
@@ -51,7 +51,7 @@ def plot_curves(rows, evals, iters_per_eval, fname=None, title=''):
     it = [r['iter'] for r in rows]
     for k in keys: a.plot(it, [r[k] for r in rows], label=k, lw=1)
     a.set_xlabel('iteration'); a.set_yscale('log'); a.legend(fontsize=7); a.set_title(f'{title} training'.strip(), fontsize=9)
-    for k in ('foreground_iou', 'iou', 'foreground_f1', 'f1', 'mcc', 'ap', 'foreground_mcc', 'foreground_ap'):
+    for k in ('iou', 'f1', 'mcc', 'ap'):
         if evals and k in evals[0]: b.plot([(i + 1) * iters_per_eval for i in range(len(evals))], [e[k] for e in evals], 'o-', label=k, ms=3)
     b.set_xlabel('iteration'); b.set_ylim(0, 1); b.legend(fontsize=7); b.set_title('target validation', fontsize=9)
     plt.tight_layout()
@@ -260,9 +260,7 @@ def masktwins_train(
 # %% ../nbs/07_cli.ipynb #934b6e0e
 def atomic_save_json(obj, fname):
     "Write `obj` as JSON to `fname` through a temporary file and `os.replace`."
-    fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fname.with_name(f'.{fname.name}.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, fname)
-    return fname
+    return atomic_write(fname, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 # %% ../nbs/07_cli.ipynb #7fa636a6
 def load_model(fname, # checkpoint written by `train_job` / `save_checkpoint`
@@ -302,9 +300,8 @@ def predict_job(checkpoint:str, # checkpoint (model.pth)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     stem = Path(str(input).rstrip('/')).name.split('.')[0]
     paths = dict(prob=out/f'{stem}_prob.tif', mask=out/f'{stem}_mask.tif')
-    for k, a in ((('prob'), prob.astype(np.float32)), ('mask', ((prob >= thr) * 255).astype(np.uint8))):
-        tmp = paths[k].with_name('.' + paths[k].name + '.tmp')
-        tifffile.imwrite(tmp, a, compression='zlib'); os.replace(tmp, paths[k])
+    for k, a in (('prob', prob.astype(np.float32)), ('mask', ((prob >= thr) * 255).astype(np.uint8))):
+        atomic_write(paths[k], lambda f: tifffile.imwrite(f, a, compression='zlib'))
     return paths
 
 # %% ../nbs/07_cli.ipynb #48bf57ed

@@ -23,9 +23,9 @@ from .metrics import binary_metrics, binary_scores
 from .callbacks import SplitTarget, EMATeacher, MaskTwins
 
 # %% auto #0
-__all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_save', 'rng_state', 'set_rng_state',
-           'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled', 'predict_volume',
-           'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'fit_iters']
+__all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state',
+           'set_rng_state', 'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled',
+           'predict_volume', 'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'fit_iters']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
@@ -112,17 +112,24 @@ def _plain(o):
     if isinstance(o, np.generic): return o.item()  # numpy scalars (schedulers set hypers to them)
     return o
 
-def atomic_save(obj, fname):
-    "`torch.save` `obj` to `fname` through a temporary file and `os.replace`: the file is complete or absent."
+def atomic_write(fname, # file to write
+                 write, # called with a binary file object open on a temporary file in the same folder
+                )->Path:
+    "Write `fname` through a temporary file and `os.replace`: the file is complete or absent."
     fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=fname.parent, prefix=f'.{fname.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, 'wb') as f: torch.save(obj, f)
+        os.close(fd)
+        with open(tmp, 'wb') as f: write(f)  # a named file: some writers (tifffile) need its name
         os.replace(tmp, fname)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
         raise
     return fname
+
+def atomic_save(obj, fname):
+    "`torch.save` `obj` to `fname` atomically (see `atomic_write`)."
+    return atomic_write(fname, lambda f: torch.save(obj, f))
 
 # %% ../nbs/06_learner.ipynb #62213486
 def rng_state()->dict:
