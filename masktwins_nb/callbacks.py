@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from copy import deepcopy
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist
 from torch import Tensor
 from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_gamma
 from kornia.filters import gaussian_blur2d
@@ -299,6 +299,7 @@ class MaskTwins(Callback):
         if teacher is None: raise ValueError("MaskTwins needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
         with torch.no_grad(), self._amp(xt.device): t_logits = teacher(xt)
         pl, w, conf = pseudo_label(t_logits, self.threshold, self.weight_mode)
+        self.learn.mt_pseudo = dict(pl=pl, weight=w, conf=conf, logits=t_logits)   # reused by later callbacks (e.g. `ClassMix`)
         xa = self.aug(xt, self.generator) if self.aug is not None else xt
         masks = mask_views(xa, self.mode, self.block_size, self.ratio, self.generator)
         views = [apply_mask(xa, m) for m in masks] or [xa]
@@ -333,8 +334,10 @@ class MaskTwins(Callback):
         self._pending = []
 
     def after_train(self):
-        self.learn.mt_terms = (dict(zip(TERMS, (self._sum / self._n).tolist())) if self._n
-                               else {k: float('nan') for k in TERMS})
+        m = self._sum / self._n if self._n else None
+        if m is not None and hasattr(getattr(self.learn, 'dl', None), 'n_padded') and dist.is_initialized():
+            m = m.clone(); dist.all_reduce(m); m /= dist.get_world_size()   # data-parallel: the mean over all processes
+        self.learn.mt_terms = dict(zip(TERMS, m.tolist())) if m is not None else {k: float('nan') for k in TERMS}
         self._flush()
 
     def after_fit(self): self._flush()

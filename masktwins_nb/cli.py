@@ -15,7 +15,9 @@ from .models import UNet
 from .metrics import binary_scores
 from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save, atomic_write,
                                   predict_volume, SaveEveryEpoch, NonFiniteLossError)
-from .reliability import check_inputs, DDPTrainer
+from contextlib import nullcontext
+from fastai.torch_core import num_distrib, rank_distrib
+from .reliability import check_inputs, distributed_ctx
 
 # %% auto #0
 __all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'train_job', 'masktwins_train', 'atomic_save_json', 'load_model',
@@ -93,16 +95,13 @@ def _check_resume(ck, meta):
                               "(fix: resume with the settings of that run, or start afresh in another --out)")
 
 def _distributed(flag=None)->tuple: # (world size, rank)
-    "Join the process group of a `torchrun` / `accelerate launch` (gloo on CPU, nccl on GPUs) when there are several processes"
-    import torch.distributed as dist
-    world = int(os.environ.get('WORLD_SIZE', 1))
+    "World size and rank of a `torchrun` / `accelerate launch` (Accelerate joins the process group when training starts)"
+    world = num_distrib()
     if flag and world < 2: raise ValueError("distributed training needs several processes (fix: launch with "
-                                           "`torchrun --nproc_per_node N $(which masktwins_train) ...` or `accelerate launch --num_processes N ...`)")
+                                           "`accelerate launch --multi_gpu --num_processes N $(which masktwins_train) ...` "
+                                           "or `torchrun --nproc_per_node N $(which masktwins_train) ...`)")
     if world < 2 or flag is False: return 1, 0
-    if not dist.is_initialized():
-        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-    return dist.get_world_size(), dist.get_rank()
+    return world, rank_distrib()
 
 def _local_device():
     return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
@@ -157,8 +156,9 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     ck = _resume_file(out, resume)
     set_seed(seed, reproducible=True)
     eval_every = min(d['eval_every'], d['iters'])
-    dls = em_dataloaders(src, tgt, tst, crop=d['crop'], downscale=d['downscale'], bs=d['bs'], iters_per_epoch=eval_every,
-                         seed=seed + rank, device=dev)   # every rank its own crops
+    # several processes share each epoch's crops (`RankDL`): N x the batches, so every rank does `eval_every` steps per epoch
+    dls = em_dataloaders(src, tgt, tst, crop=d['crop'], downscale=d['downscale'], bs=d['bs'], iters_per_epoch=eval_every * world,
+                         seed=seed, device=dev)
     model = UNet(in_ch=1, n_classes=2, depth=d['depth'], width=d['width'])
     meta = dict(model=dict(name='UNet', in_ch=1, n_classes=2, depth=d['depth'], width=d['width']), downscale=d['downscale'],
                 method=method, seed=seed)
@@ -168,13 +168,13 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent) if main else tempfile.mkdtemp())
     learn = masktwins_learner(dls, model, method=method, alpha=d['alpha'], block_size=d['block_size'], ratio=ratio, cm_weight=cm_weight,
                               threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
-                              cbs=([SaveEveryEpoch(tmp/'model.pth', meta=meta)] if main else []) + ([DDPTrainer()] if world > 1 else [])
+                              cbs=([SaveEveryEpoch(tmp/'model.pth', meta=meta)] if main else [])
                                   + list(cbs or []))
     t0 = time.time()
     try:
-        if progress: fit_iters(learn, d['iters'], d['lr'], resume=ck)
-        else:
-            with learn.no_bar(), learn.no_logging(): fit_iters(learn, d['iters'], d['lr'], resume=ck)
+        with distributed_ctx(learn) if world > 1 else nullcontext(), (nullcontext() if progress else learn.no_bar()), \
+             (nullcontext() if progress else learn.no_logging()):
+            fit_iters(learn, d['iters'] * world, d['lr'], resume=ck)   # iterations of the whole loader: `iters` steps per rank
         secs = time.time() - t0
         scores = _val_scores(learn.model, dls.valid, dev)
         rows, evals = _history(learn)

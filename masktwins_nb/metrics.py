@@ -11,7 +11,7 @@ from fastai.learner import Metric
 
 # %% auto #0
 __all__ = ['CITYSCAPES_CLASSES', 'SYNTHIA16', 'SYNTHIA13', 'fg_prob', 'scores_from_counts', 'prob_bins', 'ap_from_hist',
-           'average_precision', 'BinaryAccumulator', 'binary_scores', 'ForegroundMetric', 'ForegroundIoU',
+           'average_precision', 'gathered', 'BinaryAccumulator', 'binary_scores', 'ForegroundMetric', 'ForegroundIoU',
            'ForegroundF1', 'ForegroundMCC', 'ForegroundAP', 'binary_metrics', 'confusion_matrix', 'iou_from_cm',
            'MeanIoU']
 
@@ -77,6 +77,14 @@ def average_precision(prob, # foreground probabilities (any shape)
     return (torch.diff(rec, prepend=rec.new_zeros(1)) * prec).sum().item()
 
 # %% ../nbs/04_metrics.ipynb #9758ffae
+def gathered(learn, # a `Learner`
+             *ts:torch.Tensor, # batch tensors (predictions, labels)
+            )->tuple: # `ts` of all processes concatenated (padding removed), or `ts` unchanged
+    "Under data-parallel training (fastai's `DistributedDL`, see the reliability notebook), the batch of every rank"
+    dl = getattr(learn, 'dl', None)
+    if not hasattr(dl, 'n_padded'): return ts  # not a sharded loader: single process, or every rank sees everything
+    return tuple(learn.to_detach(t, cpu=False, gather=True) for t in ts)
+
 class BinaryAccumulator:
     "Foreground confusion counts and probability histograms summed over batches"
     def __init__(self,
@@ -119,6 +127,7 @@ class BinaryAccumulator:
         pred, yb = learn.pred, learn.yb[0]
         if self._seen is not None and self._seen[0]() is pred and self._seen[1]() is yb: return
         self._seen = (weakref.ref(pred), weakref.ref(yb))
+        pred, yb = gathered(learn, pred, yb)
         self.update(fg_prob(pred), yb)
 
     @property
@@ -249,7 +258,7 @@ class MeanIoU(Metric):
         self.reset()
     def reset(self): self.cm = None
     def accumulate(self, learn):
-        cm = confusion_matrix(learn.pred, learn.yb[0], self.n_classes, self.ignore_index)
+        cm = confusion_matrix(*gathered(learn, learn.pred, learn.yb[0]), self.n_classes, self.ignore_index)
         self.cm = cm if self.cm is None else self.cm + cm.to(self.cm.device)
     @property
     def per_class(self)->torch.Tensor:

@@ -9,7 +9,7 @@ import numpy as np
 from .data import EMDataError, EMDomain
 
 # %% auto #0
-__all__ = ['check_inputs', 'DDPTrainer']
+__all__ = ['check_inputs', 'RankDL', 'MTDistributedTrainer', 'distributed_ctx']
 
 # %% ../nbs/08_reliability.ipynb #e9d57e3e
 def _where(role, dom, paths):
@@ -45,27 +45,62 @@ def check_inputs(source:EMDomain, # labelled source domain
     return source, target, target_test
 
 # %% ../nbs/08_reliability.ipynb #3350115f
+from contextlib import contextmanager
 import torch, torch.distributed as dist
-from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+from fastai.torch_core import num_distrib, rank_distrib
+from fastai.distributed import DistributedTrainer, DistributedDL
 from .callbacks import unwrap_model
+from .data import EMDataLoader, EMCropDataset, _ACTIVE
 
-class DDPTrainer(Callback):
-    "Data-parallel training in an initialised `torch.distributed` process group; keeps student and teacher identical on all ranks"
-    order = -9 # `before_fit` after `TrainEvalCallback` (-10) moved the model to its device, before `EMATeacher` (-4)
+class RankDL(DistributedDL):
+    "fastai's `DistributedDL` for the package's loaders: index broadcast on any backend, crop epochs kept, `n_inp` followed"
+    def _broadcast(self, t, rank):
+        dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+        x = torch.tensor(t, dtype=torch.long, device=dev)
+        dist.broadcast(x, rank)
+        return [tuple(r) if isinstance(r, list) else r for r in x.cpu().tolist()]   # crop indices are (epoch, i) pairs
+    def __iter__(self):
+        inner = self.dl
+        if not isinstance(inner, EMDataLoader): yield from super().__iter__(); return
+        _ACTIVE.append(inner)   # the `DataLoaders.n_inp` of the loader being iterated
+        try:
+            yield from super().__iter__()
+            if isinstance(inner.dataset, EMCropDataset): inner.epoch += 1   # new crops next epoch
+        finally: _ACTIVE.remove(inner)
+
+class MTDistributedTrainer(DistributedTrainer):
+    "fastai's Accelerate-based `DistributedTrainer`, ordered before `EMATeacher`, syncing BatchNorm buffers of student and teacher"
+    order = -9 # `before_fit` after `TrainEvalCallback` (-10) moved the model, before `EMATeacher` (-4) copies it
     def __init__(self,
+                 sync_bn:bool|None=None, # convert BatchNorm to `SyncBatchNorm`; None: on GPUs only (CPU has no SyncBatchNorm)
                  broadcast_buffers:bool=True, # broadcast rank 0's BatchNorm buffers (student and teacher) after every step
-                 **ddp_kwargs): # passed to `DistributedDataParallel`
-        self.broadcast_buffers, self.ddp_kwargs = broadcast_buffers, ddp_kwargs
-    def before_fit(self):
-        if not (dist.is_available() and dist.is_initialized()):
-            raise RuntimeError("DDPTrainer needs an initialised process group "
-                               "(fix: launch with torchrun and call torch.distributed.init_process_group first)")
-        m = unwrap_model(self.learn.model)
-        dev = next(m.parameters()).device
-        self.learn.model = torch.nn.parallel.DistributedDataParallel(m, device_ids=[dev] if dev.type == 'cuda' else None, **self.ddp_kwargs)
+                 **kwargs): # passed to `accelerate.Accelerator` (default `cpu=True` when there is no GPU)
+        if sync_bn is None: sync_bn = torch.cuda.is_available()
+        kwargs.setdefault('cpu', not torch.cuda.is_available())
+        self.broadcast_buffers = broadcast_buffers
+        super().__init__(sync_bn=sync_bn, **kwargs)
+    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else RankDL(dl, device=getattr(dl, 'device', None))
     def after_step(self):
         if not self.broadcast_buffers: return
         for m in (unwrap_model(self.learn.model), getattr(self.learn, 'mt_teacher', None)):
             if m is None: continue
             for b in m.buffers(): dist.broadcast(b, 0)
-    def after_fit(self): self.learn.model = unwrap_model(self.learn.model)
+    def after_fit(self):
+        self.learn.model = unwrap_model(self.learn.model)
+        self.learn.dls.loaders = self.old_dls
+
+@contextmanager
+def distributed_ctx(learn, # a learner from `masktwins_learner`
+                    sync_bn:bool|None=None, # see `MTDistributedTrainer`
+                    **kwargs): # passed to `accelerate.Accelerator`
+    "Data-parallel training inside the block when the script runs in several processes (`accelerate launch`, `torchrun`); else nothing"
+    if num_distrib() <= 1: yield learn; return
+    cb = MTDistributedTrainer(sync_bn, **kwargs)
+    learn.add_cb(cb)
+    bar = rank_distrib() > 0 and any(isinstance(c, ProgressCallback) for c in learn.cbs)
+    if bar: learn.remove_cb(ProgressCallback)   # one progress bar, on rank 0
+    try: yield learn
+    finally:
+        learn.remove_cb(cb)
+        if bar: learn.add_cb(ProgressCallback())
