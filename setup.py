@@ -31,6 +31,7 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
+natural_requirements = (cfg.get('natural_requirements') or '').split()   # SYNTHIA -> Cityscapes path (MiT encoder, 16-bit PNG labels)
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -51,7 +52,7 @@ setuptools.setup(
     packages = setuptools.find_packages(),
     include_package_data = True,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require={ 'dev': dev_requirements + natural_requirements, 'natural': natural_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -6,12 +6,14 @@ Subcommands
   batch      run a job list (quality table and/or ablations) in parallel sub-processes, skipping finished runs
   summarize  collect run JSONs into CSV/JSON tables and small PNG plots (learning curves, examples, loss terms)
 
+  all        batch + summarize + speed: the one documented command
+
 The one documented command (everything, on a GPU machine; ~7 min on one H100 with 8 parallel runs, see
 nbs/10_benchmark_em.ipynb; the committed results used --seeds 0 1 2 3 4 for subset 1 and 0 1 2 for subset 2):
-  python benchmarks/em_benchmark.py batch --jobs quality ablation --subsets 1 2 --seeds 0 1 2 3 4 \\
-      --ablation-seeds 0 1 -j 8 --out runs/em && \\
-  python benchmarks/em_benchmark.py summarize --runs runs/em --results benchmarks/results && \\
-  python benchmarks/em_speed.py --device cuda --out benchmarks/results/em_speed_cuda.json
+  python benchmarks/em_benchmark.py all --subsets 1 2 --seeds 0 1 2 3 4 --ablation-seeds 0 1 -j 8
+(it runs `batch --jobs quality ablation`, then `summarize`, then `em_speed.py`; finished runs are skipped, so an
+interrupted command continues where it stopped). On 2 CPU cores use -j 1 (one run is ~20 min with 2 threads).
+`--jobs gate` adds MaskTwins with the consistency term gated by the pseudo-label weight (`cm_gate='pl'`).
 
 Data: --data is the real data root (vnc3/ + lucchi/, default $MASKTWINS_DATA or ../shared/data) or a cache
 written by `cache` (an .npz). Either way every volume is area-downscaled by --downscale (2) from its raw uint8
@@ -32,16 +34,18 @@ sys.path.insert(0, str(REPO))   # run from a checkout without installing
 
 # fixed in advance, identical across methods (CLI DATA_DEFAULTS, iters cut to fit the 30-min CPU budget)
 RECIPE = dict(iters=500, eval_every=100, crop=128, downscale=2, bs=8, lr=1e-3, width=16, depth=4, alpha=0.99,
-              block_size=32, ratio=0.5, cm_weight=0.01, threshold=0.968, weight_mode='ratio', tile=256)
+              block_size=32, ratio=0.5, cm_weight=0.01, cm_gate='none', threshold=0.968, weight_mode='ratio', tile=256)
 
 # name -> (masktwins_learner method, overrides); 'oracle' also swaps the source for the labelled target-train volume
 METHODS = dict(source_only=('source_only', {}), selftrain=('selftrain', {}), mic=('mic', {}),
                random_pair=('random_pair', {}), masktwins=('masktwins', {}),
-               masktwins_nocm=('masktwins', dict(cm_weight=0.0)), oracle=('source_only', {}))
+               masktwins_nocm=('masktwins', dict(cm_weight=0.0)), masktwins_gated=('masktwins', dict(cm_gate='pl')),
+               oracle=('source_only', {}))
 QUALITY = ['source_only', 'selftrain', 'mic', 'random_pair', 'masktwins', 'masktwins_nocm', 'oracle']
 # ablations of MaskTwins (complementary): mask ratio r of the first view (the second masks 1-r, so r and 1-r give
 # the same pair distribution: r in {0.1, 0.3, 0.5} covers all of it) and block size relative to the 128 crop
 ABLATION = [dict(ratio=0.1), dict(ratio=0.3), dict(block_size=16), dict(block_size=64)]
+GATE = ['masktwins_gated']   # follow-up (not in the paper): consistency scaled by the pseudo-label weight, see 05_callbacks
 EXAMPLE_SLICE = 21   # test slice stored as example prediction (seed 0 runs)
 
 # ---------------------------------------------------------------- data
@@ -109,7 +113,7 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
                          seed=seed, device=dev)
     model = UNet(in_ch=1, n_classes=2, depth=cfg['depth'], width=cfg['width'])
     learn = masktwins_learner(dls, model, method=lmethod, alpha=cfg['alpha'], block_size=cfg['block_size'], ratio=cfg['ratio'],
-                              cm_weight=cfg['cm_weight'], threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], seed=seed)
+                              cm_weight=cfg['cm_weight'], cm_gate=cfg['cm_gate'], threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], seed=seed)
     t0 = time.time()
     if progress: fit_iters(learn, cfg['iters'], cfg['lr'])
     else:
@@ -150,6 +154,7 @@ def job_list(jobs, seeds, subsets=(1,), ablation_seeds=None)->list:
     js = []
     for sub in subsets:
         if 'quality' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in QUALITY]
+        if 'gate' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in GATE]
         if 'ablation' in jobs and sub == 1:
             js += [dict(method='masktwins', seed=s, subset=sub, **a) for s in (ablation_seeds or seeds[:2]) for a in ABLATION]
     return js
@@ -288,8 +293,9 @@ def main(argv=None):
     c.add_argument('--data', default=None, help='real data root (vnc3/, lucchi/); default $MASKTWINS_DATA or ../shared/data')
     c.add_argument('--downscale', type=int, default=RECIPE['downscale'])
     c.add_argument('--dest', default=str(REPO/'.devdata'/'em_ds2.npz'))
-    for name in ('run', 'batch'):
-        q = sp.add_parser(name, help='train+evaluate one run' if name == 'run' else 'run many jobs in parallel processes')
+    for name in ('run', 'batch', 'all'):
+        q = sp.add_parser(name, help=dict(run='train+evaluate one run', batch='run many jobs in parallel processes',
+                                          all='batch, then summarize, then the speed benchmark')[name])
         q.add_argument('--data', default=None, help='real data root or cache .npz (default: real root)')
         q.add_argument('--out', default='runs/em', help='folder for the run JSONs')
         q.add_argument('--downscale', type=int, default=RECIPE['downscale'])
@@ -304,11 +310,15 @@ def main(argv=None):
             q.add_argument('--block-size', type=int, default=None, help='ablation: mask block size (pixels)')
             q.add_argument('--progress', action='store_true')
         else:
-            q.add_argument('--jobs', nargs='+', default=['quality'], choices=('quality', 'ablation'))
+            q.add_argument('--jobs', nargs='+', default=['quality'] if name == 'batch' else ['quality', 'ablation'],
+                           choices=('quality', 'ablation', 'gate'))
             q.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
             q.add_argument('--ablation-seeds', type=int, nargs='+', default=None, help='default: the first two --seeds')
             q.add_argument('--subsets', type=int, nargs='+', default=[1], choices=(1, 2))
             q.add_argument('-j', type=int, default=4, help='parallel runs')
+            if name == 'all':
+                q.add_argument('--results', default=str(REPO/'benchmarks'/'results'), help='where tables, plots and speed JSON go')
+                q.add_argument('--no-speed', action='store_true', help='skip em_speed.py')
     s = sp.add_parser('summarize', help='tables (CSV/JSON) and plots from the run JSONs')
     s.add_argument('--runs', default='runs/em'); s.add_argument('--results', default=str(REPO/'benchmarks'/'results'))
     s.add_argument('--data', default=None, help='real root or cache, for the example image/truth panels (optional)')
@@ -324,6 +334,17 @@ def main(argv=None):
         r = run_one(a.method, a.seed, load_arrays(a.data, a.downscale), Path(a.out), a.subset, a.device, a.threads, a.progress, **ov)
         print(json.dumps(dict(tag=r['tag'], test=r['test'], teacher=r['test_teacher'], train_seconds=r['train_seconds'])))
     elif a.cmd == 'batch': return batch(a)
+    elif a.cmd == 'all':
+        rc = batch(a)
+        a.runs = a.out; _plots.data = a.data
+        summarize(a)
+        if not a.no_speed:
+            import torch
+            dev = a.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+            c = [sys.executable, str(REPO/'benchmarks'/'em_speed.py'), '--device', dev, '--out', str(Path(a.results)/f'em_speed_{dev}.json')]
+            if a.data: c += ['--data', str(a.data)]
+            rc = subprocess.run(c).returncode or rc
+        return rc
     else:
         _plots.data = a.data
         summarize(a)

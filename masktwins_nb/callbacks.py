@@ -19,9 +19,9 @@ from fastai.torch_core import rank_distrib
 from .masks import MASK_MODES, mask_views, apply_mask
 
 # %% auto #0
-__all__ = ['BN_MODES', 'WEIGHT_MODES', 'TERMS', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode', 'make_teacher',
-           'ema_update', 'EMATeacher', 'pl_weight', 'pseudo_label', 'StrongAug', 'target_losses', 'LossTerm',
-           'MaskTwins', 'show_views']
+__all__ = ['BN_MODES', 'WEIGHT_MODES', 'TERMS', 'CM_GATES', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode',
+           'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight', 'pseudo_label', 'StrongAug', 'target_losses',
+           'LossTerm', 'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #03c446ca
 class SplitTarget(Callback):
@@ -230,6 +230,8 @@ class LossTerm(Metric):
     def name(self): return self._name
 
 # %% ../nbs/05_callbacks.ipynb #6a2c7b15
+CM_GATES = ('none', 'pl')
+
 class MaskTwins(Callback):
     "Adds the MaskTwins target loss (teacher pseudo-labels on masked, augmented target views + view consistency) to `learn.loss_grad`"
     order = 5 # after_loss: after fastai's source loss, before GradientAccumulation (6) and MixedPrecision (10)
@@ -238,6 +240,7 @@ class MaskTwins(Callback):
                  block_size:int=64, # mask block side in pixels
                  ratio:float|list=0.5, # mask ratio r (fraction of blocks masked in the first view); a list: drawn per batch
                  cm_weight:float=0.01, # λ_cm, weight of the MSE between the two views' logits (pair modes)
+                 cm_gate:str='none', # 'none': λ_cm·MSE (paper); 'pl': λ_cm·q̄·MSE, q̄ the batch's mean pseudo-label weight
                  threshold:float=0.968, # pseudo-label confidence threshold τ
                  weight_mode:str='ratio', # pseudo-label weight: 'ratio' (paper), 'pixel' or 'two_sided'
                  tgt_weight:float=1.0, # weight of the pseudo-label CE (0 with mode 'none': source-only with extra forwards)
@@ -251,7 +254,8 @@ class MaskTwins(Callback):
                 ):
         if mode not in MASK_MODES: raise ValueError(f"mode must be one of {MASK_MODES}, got {mode!r}")
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
-        store_attr('mode,block_size,ratio,cm_weight,threshold,weight_mode,tgt_weight,batched_views,seed,autocast,record,keep_views')
+        if cm_gate not in CM_GATES: raise ValueError(f"cm_gate must be one of {CM_GATES}, got {cm_gate!r}")
+        store_attr('mode,block_size,ratio,cm_weight,cm_gate,threshold,weight_mode,tgt_weight,batched_views,seed,autocast,record,keep_views')
         self.aug = StrongAug() if aug is True else (aug or None)
         self._gen = generator
         self._reset_epoch()
@@ -309,7 +313,7 @@ class MaskTwins(Callback):
         ce, cm = target_losses(logits, pl, w)
         src = self.learn.loss_grad
         total = src + self.tgt_weight * ce
-        if len(logits) == 2: total = total + self.cm_weight * cm
+        if len(logits) == 2: total = total + self.cm_weight * (w.detach().float().mean() if self.cm_gate == 'pl' else 1.) * cm
         self.learn.loss_grad = total
         self.learn.loss = total.clone()
         self._log(src, ce, cm, w)

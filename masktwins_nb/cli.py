@@ -107,8 +107,8 @@ def _local_device():
     return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
 
 # %% ../nbs/07_cli.ipynb #e0bf5171
-SYNTHETIC_DEFAULTS = dict(alpha=0.99, iters=300, crop=64, downscale=1, bs=8, lr=2e-3, eval_every=100, block_size=16, width=16, depth=3)
-DATA_DEFAULTS = dict(alpha=0.99, iters=1000, crop=128, downscale=2, bs=8, lr=1e-3, eval_every=250, block_size=32, width=16, depth=4)
+SYNTHETIC_DEFAULTS = dict(alpha=0.99, iters=300, crop=64, downscale=1, bs=8, lr=2e-3, eval_every=100, block_size=16, width=16, depth=3, cm_gate='none')
+DATA_DEFAULTS = dict(alpha=0.99, iters=1000, crop=128, downscale=2, bs=8, lr=1e-3, eval_every=250, block_size=32, width=16, depth=4, cm_gate='pl')
 
 def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
               target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
@@ -127,6 +127,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
               ratio:float=0.5, # mask ratio
               alpha:float=None, # EMA teacher decay (default 0.99: a horizon of ~100 iterations suits short runs)
               cm_weight:float=0.01, # consistency (MSE) weight
+              cm_gate:str=None, # 'none' (paper) or 'pl' (MSE scaled by the pseudo-label weight); default 'none' synthetic / 'pl' on data
               threshold:float=0.968, # pseudo-label confidence threshold
               weight_mode:str='ratio', # pseudo-label weight: ratio, pixel or two_sided
               width:int=None, # U-Net base width
@@ -142,7 +143,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     if (source is None) != (target is None): raise ValueError("Give both --source and --target, or neither (synthetic default)")
     d = dict(SYNTHETIC_DEFAULTS if source is None else DATA_DEFAULTS)
     for k, v in dict(iters=iters, crop=crop, downscale=downscale, bs=bs, lr=lr, eval_every=eval_every,
-                     block_size=block_size, width=width, depth=depth, alpha=alpha).items():
+                     block_size=block_size, width=width, depth=depth, alpha=alpha, cm_gate=cm_gate).items():
         if v is not None: d[k] = v
     if source is None: src, tgt, tst = synthetic_em_pair(seed=seed)
     else:
@@ -167,7 +168,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     main = rank == 0   # only the first process writes to `out`
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent) if main else tempfile.mkdtemp())
     learn = masktwins_learner(dls, model, method=method, alpha=d['alpha'], block_size=d['block_size'], ratio=ratio, cm_weight=cm_weight,
-                              threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
+                              cm_gate=d['cm_gate'], threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
                               cbs=([SaveEveryEpoch(tmp/'model.pth', meta=meta)] if main else [])
                                   + list(cbs or []))
     t0 = time.time()
@@ -210,6 +211,18 @@ def _table(results:dict)->str:
         lines.append(f"{m:<12} {s['iou']:6.3f} {s['f1']:6.3f} {s['mcc']:6.3f} {s['ap']:6.3f} {r['seconds']:8.1f}")
     return '\n'.join(lines)
 
+def _preset_main(preset, source, target, target_test, method, out, seed, device, quiet, downscale, pretrained, **kw):
+    "`masktwins_train --preset ...`: train a natural-image preset (see the 14_synthia2cityscapes notebook) and print mIoU16/13"
+    if source is None or target is None: raise ValueError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
+    from masktwins_nb.recipes import preset_job, PRESETS
+    if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    ov = {k: v for k, v in kw.items() if k in PRESETS[preset] and v is not None}
+    r = preset_job(source, target, preset, target_test=target_test, out=out, downscale=downscale or 1, pretrained=pretrained,
+                   method=method, seed=seed, device=device, progress=not quiet, **ov)
+    if rank_distrib() == 0:
+        print(f"{preset} ({method}, {r['iters']} iterations, {r['seconds']:.0f} s): mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
+    return r
+
 @call_parse
 def masktwins_train(
     source:str=None, # labelled source data: VNC III folder, folder with images/ and masks/, or a volume file
@@ -230,6 +243,7 @@ def masktwins_train(
     ratio:float=0.5, # mask ratio
     alpha:float=None, # EMA teacher decay (default 0.99; the paper's 0.999 is for 40k-iteration runs)
     cm_weight:float=0.01, # weight of the consistency MSE between the two views
+    cm_gate:str=None, # none (paper) or pl: consistency scaled by the pseudo-label weight (default none synthetic / pl on data)
     threshold:float=0.968, # pseudo-label confidence threshold
     weight_mode:str='ratio', # pseudo-label weight: ratio, pixel or two_sided
     width:int=None, # U-Net base width (default 16)
@@ -237,25 +251,30 @@ def masktwins_train(
     amp:store_true=False, # mixed precision
     quiet:store_true=False, # no progress bars
     resume:store_true=False, # continue interrupted runs from out/<method>/model.interrupted.pth (or model.pth)
+    preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (needs the natural extra; see 14_synthia2cityscapes)
+    variant:str=None, # preset model: mit_b0 ... mit_b5 (default mit_b5) or tiny
+    pretrained:str=None, # preset: local ImageNet MiT weights file (official mit_bX.pth or HuggingFace naming)
     distributed:store_true=False, # data-parallel over the processes of `torchrun --nproc_per_node N` / `accelerate launch` (automatic when WORLD_SIZE > 1)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
+    if preset is not None: return _preset_main(**{k: v for k, v in locals().items() if k != 'preset'}, preset=preset)
     methods = [method]
     if source is None and target is None: methods = ['source_only', 'masktwins'] if method == 'masktwins' else ['source_only', method]
     elif baseline and method != 'source_only': methods = ['source_only', method]
     kw = dict(source=source, target=target, target_test=target_test, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs,
-              seed=seed, device=device, eval_every=eval_every, block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight,
+              seed=seed, device=device, eval_every=eval_every, block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight, cm_gate=cm_gate,
               threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet, resume=resume, distributed=distributed or None)
-    results = {}
+    results, main = {}, rank_distrib() == 0
+    say = print if main else (lambda *a, **k: None)   # one process talks
     for m in methods:
-        print(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
+        say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
         results[m] = train_job(method=m, out=Path(out)/m, **kw)
-        print(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
-    print(_table(results))
+        say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
+    say(_table(results))
     if len(results) == 2:
         a, b = (results[m]['target_test']['iou'] for m in methods)
-        print(f"target IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})")
-    if int(os.environ.get('RANK', 0)) == 0: atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
+        say(f"target IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})")
+    if main: atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
 
 # %% ../nbs/07_cli.ipynb #934b6e0e
 def atomic_save_json(obj, fname):

@@ -615,6 +615,7 @@ def _dihedral(x, k:int):
 
 class EMCropDataset(torch.utils.data.Dataset):
     "Random (source crop, target crop, source mask) triples; item `(epoch, i)` depends only on `(seed, epoch, i)`"
+    epoch_aware = True   # `EMDataLoader` asks for items `(epoch, i)`: new crops every epoch, reproducible
     def __init__(self, source:EMDomain, target:EMDomain, crop:int=256, n:int=400, seed:int=0, augment:bool=True):
         if source.masks is None: raise EMDataError(f"{source.name}: the source domain needs masks")
         self.src, self.src_mask = torch.from_numpy(source.images), torch.from_numpy(source.masks)
@@ -646,18 +647,18 @@ class EMSliceDataset(torch.utils.data.Dataset):
 _ACTIVE = []   # EMDataLoaders being iterated (innermost last)
 
 class EMDataLoader(DataLoader):
-    "fastai `DataLoader` with `n_inp` and, for `EMCropDataset`, epoch-aware indices `(epoch, i)`"
+    "fastai `DataLoader` with `n_inp` and, for datasets with `epoch_aware = True` (`EMCropDataset`), indices `(epoch, i)`"
     def __init__(self, dataset=None, n_inp:int=1, epoch:int=0, **kwargs):
         self.n_inp, self.epoch = n_inp, epoch
         super().__init__(dataset, **kwargs)
     def get_idxs(self):
-        if isinstance(self.dataset, EMCropDataset): return [(self.epoch, i) for i in range(self.n)]
+        if getattr(self.dataset, 'epoch_aware', False): return [(self.epoch, i) for i in range(self.n)]
         return super().get_idxs()
     def __iter__(self):
         _ACTIVE.append(self)
         try:
             yield from super().__iter__()
-            if isinstance(self.dataset, EMCropDataset): self.epoch += 1
+            if getattr(self.dataset, 'epoch_aware', False): self.epoch += 1
         finally: _ACTIVE.remove(self)
     def new(self, dataset=None, cls=None, **kwargs):
         res = super().new(dataset, cls, **{'n_inp': self.n_inp, **kwargs})

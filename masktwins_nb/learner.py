@@ -65,6 +65,7 @@ def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches 
                       block_size:int=64, # mask block size in pixels
                       ratio:float|list=0.5, # mask ratio (or a list to draw from)
                       cm_weight:float=0.01, # weight of the MSE between the two views' logits
+                      cm_gate:str='none', # 'none' (paper) or 'pl': scale the MSE by the batch's mean pseudo-label weight (see `MaskTwins`)
                       threshold:float=0.968, # pseudo-label confidence threshold
                       weight_mode:str='ratio', # pseudo-label weight: 'ratio', 'pixel' or 'two_sided'
                       tgt_weight:float=1.0, # weight of the target (pseudo-label) loss
@@ -85,7 +86,7 @@ def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches 
     mode = METHODS[method]
     if mode is not None:
         all_cbs += [EMATeacher(alpha=alpha, bn=bn),
-                    MaskTwins(mode=mode, block_size=block_size, ratio=ratio, cm_weight=cm_weight, threshold=threshold,
+                    MaskTwins(mode=mode, block_size=block_size, ratio=ratio, cm_weight=cm_weight, cm_gate=cm_gate, threshold=threshold,
                               weight_mode=weight_mode, tgt_weight=tgt_weight, aug=aug, batched_views=batched_views, seed=seed)]
     if mixed_precision: all_cbs.append(_mixed_precision(dls))
     if nan_guard: all_cbs.append(NaNGuard())

@@ -51,7 +51,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import num_distrib, rank_distrib
 from fastai.distributed import DistributedTrainer, DistributedDL
 from .callbacks import unwrap_model
-from .data import EMDataLoader, EMCropDataset, _ACTIVE
+from .data import EMDataLoader, _ACTIVE
 
 class RankDL(DistributedDL):
     "fastai's `DistributedDL` for the package's loaders: index broadcast on any backend, crop epochs kept, `n_inp` followed"
@@ -66,7 +66,7 @@ class RankDL(DistributedDL):
         _ACTIVE.append(inner)   # the `DataLoaders.n_inp` of the loader being iterated
         try:
             yield from super().__iter__()
-            if isinstance(inner.dataset, EMCropDataset): inner.epoch += 1   # new crops next epoch
+            if getattr(inner.dataset, 'epoch_aware', False): inner.epoch += 1   # new crops next epoch
         finally: _ACTIVE.remove(inner)
 
 class MTDistributedTrainer(DistributedTrainer):
