@@ -22,8 +22,8 @@ from fastai.torch_core import rank_distrib
 from .callbacks import WEIGHT_MODES, LossTerm, pl_weight, pseudo_label
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'MIX_TERMS', 'class_mix_masks', 'mix', 'mix_loss', 'ColourAug', 'MixTerm', 'ClassMix',
-           'show_mix', 'adamw', 'head_lrs', 'poly_warmup', 'fit_poly']
+__all__ = ['MIX_TERMS', 'class_mix_masks', 'mix', 'mix_loss', 'ColourAug', 'MixTerm', 'ClassMix', 'show_mix', 'adamw', 'head_lrs',
+           'poly_warmup', 'fit_poly']
 
 # %% ../nbs/13_classmix.ipynb #f737f11a
 def class_mix_masks(labels:Tensor, # (B,H,W) integer source labels
@@ -62,8 +62,7 @@ def mix_loss(logits:Tensor, # (B,C,H,W) student logits of the mixed image
     return (F.cross_entropy(logits.float(), labels, reduction='none', ignore_index=ignore_index) * weight).mean()
 
 # %% ../nbs/13_classmix.ipynb #bcc7336f
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .natural_data import IMAGENET_MEAN, IMAGENET_STD   # one definition, with the data
 
 class ColourAug:
     "DACS/DAFormer strong augmentation for normalised RGB batches: colour jitter (brightness, contrast, saturation, hue) + Gaussian blur"
