@@ -11,7 +11,7 @@ Subcommands
 The one documented command (everything, on a GPU machine; ~7 min on one H100 with 8 parallel runs, see
 nbs/10_benchmark_em.ipynb; the committed results used --seeds 0 1 2 3 4 for subset 1 and 0 1 2 for subset 2):
   python benchmarks/em_benchmark.py all --subsets 1 2 --seeds 0 1 2 3 4 --ablation-seeds 0 1 -j 8
-(it runs `batch --jobs quality ablation`, then `summarize`, then `em_speed.py`; finished runs are skipped, so an
+(it runs `batch --jobs quality ablation`, then `summarize`, then `em_speed.py` and `fastai_overhead.py`; finished runs are skipped, so an
 interrupted command continues where it stopped). On 2 CPU cores use -j 1 (one run is ~20 min with 2 threads).
 `--jobs gate` adds MaskTwins with the consistency term gated by the pseudo-label weight (`cm_gate='pl'`).
 
@@ -342,6 +342,9 @@ def main(argv=None):
             import torch
             dev = a.device or ('cuda' if torch.cuda.is_available() else 'cpu')
             c = [sys.executable, str(REPO/'benchmarks'/'em_speed.py'), '--device', dev, '--out', str(Path(a.results)/f'em_speed_{dev}.json')]
+            if a.data: c += ['--data', str(a.data)]
+            rc = subprocess.run(c).returncode or rc
+            c = [sys.executable, str(REPO/'benchmarks'/'fastai_overhead.py'), '--device', dev, '--out', str(Path(a.results)/f'fastai_overhead_{dev}.json')]
             if a.data: c += ['--data', str(a.data)]
             rc = subprocess.run(c).returncode or rc
         return rc
