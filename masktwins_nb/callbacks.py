@@ -21,7 +21,7 @@ from .masks import MASK_MODES, mask_views, apply_mask
 # %% auto #0
 __all__ = ['BN_MODES', 'WEIGHT_MODES', 'TERMS', 'CM_GATES', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode',
            'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight', 'pseudo_label', 'StrongAug', 'target_losses',
-           'LossTerm', 'MaskTwins', 'show_views']
+           'LossTerm', 'TermsCallback', 'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #03c446ca
 class SplitTarget(Callback):
@@ -230,11 +230,72 @@ class LossTerm(Metric):
     def name(self): return self._name
 
 # %% ../nbs/05_callbacks.ipynb #6a2c7b15
+class TermsCallback(Callback):
+    "Base of the loss callbacks (`MaskTwins`, `ClassMix`): a private seeded generator, autocast following `MixedPrecision`, and per-iteration loss terms"
+    terms, terms_attr, history_attr, seed_offset = (), 'mt_terms', 'mt_history', 0   # set by subclasses
+
+    @property
+    def generator(self)->torch.Generator:
+        "The private generator of masks, mixing and augmentation (created on first use; one stream per rank)"
+        if self._gen is None:
+            s = self.seed if self.seed is not None else torch.initial_seed()
+            self._gen = torch.Generator().manual_seed((int(s) + rank_distrib() + self.seed_offset) % 2**63)
+        return self._gen
+
+    def _amp_dtype(self):
+        if self.autocast is False: return None
+        if isinstance(self.autocast, torch.dtype): return self.autocast
+        mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision)), None)
+        if mp is None: return None
+        return torch.bfloat16 if AMPMode(mp.amp_mode) == AMPMode.BF16 else torch.float16
+
+    def _amp(self, device):
+        "Autocast context for extra forwards: the learner's `MixedPrecision` dtype, none (`autocast=False`), or `autocast` itself"
+        dt = self._amp_dtype()
+        return torch.autocast(device.type, dtype=dt) if dt is not None else nullcontext()
+
+    def _reset_epoch(self): self._sum, self._n, self._pending = None, 0, []
+    def before_train(self): self._reset_epoch()
+
+    def _log_terms(self, vals:Tensor): # one value per name in `terms`, kept on the device (no sync in the loop)
+        self._sum = vals if self._sum is None else self._sum + vals
+        self._n += 1
+        self._pending.append((getattr(self.learn, 'epoch', 0), vals))
+
+    def _flush(self):
+        if not self._pending: return
+        hist = getattr(self.learn, self.history_attr)
+        rows = torch.stack([v for _, v in self._pending]).tolist()
+        for (ep, _), r in zip(self._pending, rows): hist.append(dict(iter=len(hist), epoch=ep, **dict(zip(self.terms, r))))
+        self._pending = []
+
+    def after_train(self):
+        m = self._sum / self._n if self._n else None
+        if m is not None and hasattr(getattr(self.learn, 'dl', None), 'n_padded') and dist.is_initialized():
+            m = m.clone(); dist.all_reduce(m); m /= dist.get_world_size()   # data-parallel: the mean over all processes
+        setattr(self.learn, self.terms_attr, dict(zip(self.terms, m.tolist())) if m is not None else {k: float('nan') for k in self.terms})
+        self._flush()
+
+    def after_fit(self): self._flush()
+
+    def __getstate__(self):
+        "Picklable: the generator is stored as its state"
+        d = dict(self.__dict__)
+        g = d.pop('_gen', None)
+        d['_gen'], d['_gen_state'] = None, (None if g is None else g.get_state())
+        return d
+
+    def __setstate__(self, d):
+        st = d.pop('_gen_state', None)
+        self.__dict__.update(d)
+        if st is not None: self._gen = torch.Generator(); self._gen.set_state(st)
+
 CM_GATES = ('none', 'pl')
 
-class MaskTwins(Callback):
+class MaskTwins(TermsCallback):
     "Adds the MaskTwins target loss (teacher pseudo-labels on masked, augmented target views + view consistency) to `learn.loss_grad`"
     order = 5 # after_loss: after fastai's source loss, before GradientAccumulation (6) and MixedPrecision (10)
+    terms = TERMS
     def __init__(self,
                  mode:str='complementary', # 'complementary' (MaskTwins), 'random_pair', 'single' (MIC) or 'none' (self-training)
                  block_size:int=64, # mask block side in pixels
@@ -260,27 +321,6 @@ class MaskTwins(Callback):
         self._gen = generator
         self._reset_epoch()
 
-    @property
-    def generator(self)->torch.Generator:
-        "The private generator of masks and augmentation (created on first use)"
-        if self._gen is None:
-            s = self.seed if self.seed is not None else torch.initial_seed()
-            self._gen = torch.Generator().manual_seed((int(s) + rank_distrib()) % 2**63)
-        return self._gen
-
-    def _reset_epoch(self): self._sum, self._n, self._pending = None, 0, []
-
-    def _amp_dtype(self):
-        if self.autocast is False: return None
-        if isinstance(self.autocast, torch.dtype): return self.autocast
-        mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision)), None)
-        if mp is None: return None
-        return torch.bfloat16 if AMPMode(mp.amp_mode) == AMPMode.BF16 else torch.float16
-
-    def _amp(self, device):
-        dt = self._amp_dtype()
-        return torch.autocast(device.type, dtype=dt) if dt is not None else nullcontext()
-
     def before_fit(self):
         if getattr(self.learn, 'mt_teacher', None) is None:
             raise ValueError("MaskTwins needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
@@ -293,8 +333,6 @@ class MaskTwins(Callback):
         if getattr(self.learn, 'mt_history', None) is None: self.learn.mt_history = []
         self._reset_epoch()
         self.generator
-
-    def before_train(self): self._reset_epoch()
 
     def after_loss(self):
         xt = getattr(self.learn, 'mt_xt', None)
@@ -316,7 +354,7 @@ class MaskTwins(Callback):
         if len(logits) == 2: total = total + self.cm_weight * (w.detach().float().mean() if self.cm_gate == 'pl' else 1.) * cm
         self.learn.loss_grad = total
         self.learn.loss = total.clone()
-        self._log(src, ce, cm, w)
+        self._log_terms(torch.stack([src.detach().float(), ce.detach().float(), cm.detach().float(), w.detach().float().mean()]))
         if self.keep_views:
             n = self.keep_views
             self.learn.mt_views = dict(xt=xt[:n].detach().clone(), xa=xa[:n].detach().clone(),
@@ -324,39 +362,6 @@ class MaskTwins(Callback):
                                        logits=[l[:n].detach().float() for l in logits], pl=pl[:n].clone(), conf=conf[:n].clone(),
                                        weight=w.detach().clone() if w.ndim == 0 else w[:n].detach().clone())
 
-    def _log(self, src, ce, cm, w):
-        vals = torch.stack([src.detach().float(), ce.detach().float(), cm.detach().float(), w.detach().float().mean()])
-        self._sum = vals if self._sum is None else self._sum + vals
-        self._n += 1
-        self._pending.append((getattr(self.learn, 'epoch', 0), vals))
-
-    def _flush(self):
-        if not self._pending: return
-        hist = self.learn.mt_history
-        rows = torch.stack([v for _, v in self._pending]).tolist()
-        for (ep, _), r in zip(self._pending, rows): hist.append(dict(iter=len(hist), epoch=ep, **dict(zip(TERMS, r))))
-        self._pending = []
-
-    def after_train(self):
-        m = self._sum / self._n if self._n else None
-        if m is not None and hasattr(getattr(self.learn, 'dl', None), 'n_padded') and dist.is_initialized():
-            m = m.clone(); dist.all_reduce(m); m /= dist.get_world_size()   # data-parallel: the mean over all processes
-        self.learn.mt_terms = dict(zip(TERMS, m.tolist())) if m is not None else {k: float('nan') for k in TERMS}
-        self._flush()
-
-    def after_fit(self): self._flush()
-
-    def __getstate__(self):
-        "Picklable: the generator is stored as its state"
-        d = dict(self.__dict__)
-        g = d.pop('_gen', None)
-        d['_gen'], d['_gen_state'] = None, (None if g is None else g.get_state())
-        return d
-
-    def __setstate__(self, d):
-        st = d.pop('_gen_state', None)
-        self.__dict__.update(d)
-        if st is not None: self._gen = torch.Generator(); self._gen.set_state(st)
 
 # %% ../nbs/05_callbacks.ipynb #4d9bb1e2
 def show_views(learn, # a learner trained with `MaskTwins` (uses `learn.mt_views`)

@@ -5,7 +5,6 @@
 # %% ../nbs/13_classmix.ipynb #58b21f1c
 from __future__ import annotations
 import math
-from contextlib import nullcontext
 from functools import partial
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -14,12 +13,9 @@ from kornia.enhance import adjust_brightness, adjust_contrast, adjust_saturation
 from kornia.filters import gaussian_blur2d
 from fastcore.basics import store_attr
 from fastcore.foundation import L
-from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.callback.schedule import ParamScheduler
 from fastai.optimizer import Adam
-from fastai.torch_core import rank_distrib
-from .callbacks import WEIGHT_MODES, LossTerm, pl_weight, pseudo_label
+from .callbacks import WEIGHT_MODES, LossTerm, TermsCallback, pl_weight, pseudo_label
 
 # %% auto #0
 __all__ = ['MIX_TERMS', 'class_mix_masks', 'mix', 'mix_loss', 'ColourAug', 'MixTerm', 'ClassMix', 'show_mix', 'adamw', 'head_lrs',
@@ -127,19 +123,11 @@ class MixTerm(LossTerm):
     def value(self): return (getattr(self.learn, 'mt_mix_terms', None) or {}).get(self._name, float('nan'))
 
 # %% ../nbs/13_classmix.ipynb #3405a2ad
-def _amp_context(learn, autocast, device):
-    "Autocast context following the learner's `MixedPrecision` (as `MaskTwins` does), never (`False`) or with a given dtype"
-    if autocast is False: return nullcontext()
-    if isinstance(autocast, torch.dtype): dt = autocast
-    else:
-        mp = next((cb for cb in learn.cbs if isinstance(cb, MixedPrecision)), None)
-        if mp is None: return nullcontext()
-        dt = torch.bfloat16 if AMPMode(mp.amp_mode) == AMPMode.BF16 else torch.float16
-    return torch.autocast(device.type, dtype=dt)
-
-class ClassMix(Callback):
+class ClassMix(TermsCallback):
     "DACS ClassMix: adds `mix_weight` × the weighted CE of the student on source-class pixels pasted onto the (augmented) target"
     order = 5.5 # after_loss: after MaskTwins (5), before GradientAccumulation (6), NaNGuard (8) and MixedPrecision (10)
+    terms, terms_attr, history_attr = MIX_TERMS, 'mt_mix_terms', 'mt_mix_history'
+    seed_offset = 0x5EED   # a stream other than MaskTwins' with the same seed
     def __init__(self,
                  mix_weight:float=1.0, # weight of the mixed-image loss
                  aug:bool|object=True, # strong augmentation of the mixed image: True (`ColourAug()`), False, or a callable(x, generator)
@@ -161,16 +149,6 @@ class ClassMix(Callback):
         self._gen, self.n_teacher = generator, 0   # `n_teacher`: teacher forwards run by this callback
         self._reset_epoch()
 
-    @property
-    def generator(self)->torch.Generator:
-        "The private generator of class choice and augmentation (created on first use)"
-        if self._gen is None:
-            s = self.seed if self.seed is not None else torch.initial_seed()
-            self._gen = torch.Generator().manual_seed((int(s) + rank_distrib() + 0x5EED) % 2**63)
-        return self._gen
-
-    def _reset_epoch(self): self._sum, self._n, self._pending = None, 0, []
-
     def before_fit(self):
         if getattr(self.learn, 'mt_teacher', None) is None:
             raise ValueError("ClassMix needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
@@ -183,7 +161,6 @@ class ClassMix(Callback):
         self._reset_epoch()
         self.generator
 
-    def before_train(self): self._reset_epoch()
     def before_batch(self):
         if self.training: self.learn.mt_pseudo = None   # only this batch's pseudo-labels may be reused
 
@@ -196,7 +173,7 @@ class ClassMix(Callback):
             return mp['pl'], pl_weight(mp['conf'], mp['pl'], self.threshold, self.weight_mode, n_cls)
         teacher = getattr(self.learn, 'mt_teacher', None)
         if teacher is None: raise ValueError("ClassMix needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
-        with torch.no_grad(), _amp_context(self.learn, self.autocast, xt.device): logits = teacher(xt)
+        with torch.no_grad(), self._amp(xt.device): logits = teacher(xt)
         self.n_teacher += 1
         pl, w, conf = pseudo_label(logits, self.threshold, self.weight_mode)
         self.learn.mt_pseudo = dict(pl=pl, weight=w, conf=conf, logits=logits)
@@ -224,7 +201,7 @@ class ClassMix(Callback):
         ym = mix(mask, ys.long(), pl)
         wm = mix(mask, torch.ones_like(w), w).masked_fill(ym == self.ignore_index, 0.)
         xa = self.aug(xm, self.generator) if self.aug is not None else xm
-        with _amp_context(self.learn, self.autocast, xt.device): logits = self.learn.model(xa)
+        with self._amp(xt.device): logits = self.learn.model(xa)
         if logits.shape[-2:] != ym.shape[-2:]:
             raise ValueError(f"ClassMix: the model returned logits of size {tuple(logits.shape[-2:])} for inputs of size "
                              f"{tuple(ym.shape[-2:])} (fix: upsample the logits to the input size inside the model)")
@@ -232,44 +209,13 @@ class ClassMix(Callback):
         total = self.learn.loss_grad + self.mix_weight * ce
         self.learn.loss_grad = total
         self.learn.loss = total.clone()
-        self._log(ce, mask, wm)
+        self._log_terms(torch.stack([ce.detach().float(), mask.float().mean(), wm.mean()]))
         if self.keep_views:
             n = self.keep_views
             self.learn.mt_mix_views = dict(xs=xs[:n].detach().clone(), xt=xt[:n].detach().clone(), mask=mask[:n].clone(),
                                            mixed=xm[:n].detach().clone(), aug=xa[:n].detach().clone(), labels=ym[:n].clone(),
                                            weight=wm[:n].clone(), pred=logits[:n].detach().argmax(1))
 
-    def _log(self, ce, mask, wm):
-        vals = torch.stack([ce.detach().float(), mask.float().mean(), wm.mean()])
-        self._sum = vals if self._sum is None else self._sum + vals
-        self._n += 1
-        self._pending.append((getattr(self.learn, 'epoch', 0), vals))
-
-    def _flush(self):
-        if not self._pending: return
-        hist = self.learn.mt_mix_history
-        rows = torch.stack([v for _, v in self._pending]).tolist()
-        for (ep, _), r in zip(self._pending, rows): hist.append(dict(iter=len(hist), epoch=ep, **dict(zip(MIX_TERMS, r))))
-        self._pending = []
-
-    def after_train(self):
-        self.learn.mt_mix_terms = (dict(zip(MIX_TERMS, (self._sum / self._n).tolist())) if self._n
-                                   else {k: float('nan') for k in MIX_TERMS})
-        self._flush()
-
-    def after_fit(self): self._flush()
-
-    def __getstate__(self):
-        "Picklable: the generator is stored as its state"
-        d = dict(self.__dict__)
-        g = d.pop('_gen', None)
-        d['_gen'], d['_gen_state'] = None, (None if g is None else g.get_state())
-        return d
-
-    def __setstate__(self, d):
-        st = d.pop('_gen_state', None)
-        self.__dict__.update(d)
-        if st is not None: self._gen = torch.Generator(); self._gen.set_state(st)
 
 # %% ../nbs/13_classmix.ipynb #31735a0d
 def show_mix(learn, # a learner trained with `ClassMix` (uses `learn.mt_mix_views`)

@@ -13,6 +13,7 @@ from .learner import masktwins_learner, save_checkpoint
 from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
+from .cli import _write_csv
 
 # %% auto #0
 __all__ = ['PRESETS', 'preset_config', 'natural_learner', 'preset_job']
@@ -72,19 +73,12 @@ def natural_learner(dls, # from `natural_dataloaders`
     return learn
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #6b8e2d8f
-def _per_class(learn, dl)->dict:
-    "Per-class IoU and mIoU16/13 of the learner's model over a validation loader"
-    m = MeanIoU(learn.mt_cfg['n_classes'])
-    learn.model.eval()
-    dev = next(learn.model.parameters()).device
-    with torch.no_grad():
-        for xb, yb in dl:
-            learn.pred, learn.yb = learn.model(xb.to(dev)), (yb.to(dev),)
-            m.accumulate(learn)
-    iou = m.per_class.tolist()
-    mean = lambda ids: (lambda v: sum(v) / len(v) if v else float('nan'))([iou[i] for i in ids if iou[i] == iou[i]])
-    return dict(miou16=mean(SYNTHIA16), miou13=mean(SYNTHIA13),
-                per_class={CITYSCAPES_CLASSES[i]: (None if iou[i] != iou[i] else iou[i]) for i in range(len(iou))})
+def _per_class(learn)->dict:
+    "mIoU16/13 and per-class IoU of the learner's last validation (the `MeanIoU` metrics keep its confusion matrix)"
+    m16, m13 = (next(m for m in learn.metrics if getattr(m, 'name', None) == n) for n in ('miou16', 'miou13'))
+    iou = m16.per_class.tolist()
+    return dict(miou16=m16.value, miou13=m13.value,
+                per_class={CITYSCAPES_CLASSES[i]: (None if v != v else v) for i, v in enumerate(iou)})
 
 def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                target, # Cityscapes root (leftImg8bit/train used without labels; gtFine/val for validation)
@@ -122,16 +116,13 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
         else:
             with learn.no_bar(), learn.no_logging(): fit_poly(learn, cfg['iters'], cfg['lr'], cfg['head_mult'], cfg['warmup'], cfg['power'])
         secs = time.time() - t0
-        res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), **_per_class(learn, dls.valid),
+        res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), **_per_class(learn),
                    config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
                    source=str(source), target=str(target), device=str(dev))
         (tmp/'metrics.json').write_text(json.dumps(res, indent=1))
-        rows = list(getattr(learn, 'mt_history', []) or [])
-        mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', []) or [])}
-        if rows:
-            keys = list(rows[0]) + [k for k in (next(iter(mix.values())) if mix else {}) if k not in rows[0]]
-            lines = [','.join(keys)] + [','.join(f"{dict(r, **{k: v for k, v in mix.get(r['iter'], {}).items() if k != 'iter'}).get(k, '')}" for k in keys) for r in rows]
-            (tmp/'history.csv').write_text('\n'.join(lines) + '\n')
+        mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', None) or [])}
+        rows = [{**mix.get(r['iter'], {}), **r} for r in (getattr(learn, 'mt_history', None) or [])]
+        if rows: _write_csv(rows, tmp/'history.csv')
         if out.exists(): shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
