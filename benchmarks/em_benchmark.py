@@ -11,7 +11,7 @@ Subcommands
 The one documented command (everything, on a GPU machine; ~7 min on one H100 with 8 parallel runs, see
 nbs/10_benchmark_em.ipynb; the committed results used --seeds 0 1 2 3 4 for subset 1 and 0 1 2 for subset 2):
   python benchmarks/em_benchmark.py all --subsets 1 2 --seeds 0 1 2 3 4 --ablation-seeds 0 1 -j 8
-(it runs `batch --jobs quality ablation`, then `summarize`, then `em_speed.py` and `fastai_overhead.py`; finished runs are skipped, so an
+(it runs `batch --jobs quality ablation`, then `summarize`, then `em_speed.py` and `fastai_overhead.py` (and on the CPU `cpu_allocator.py`); finished runs are skipped, so an
 interrupted command continues where it stopped). On 2 CPU cores use -j 1 (one run is ~20 min with 2 threads).
 `--jobs gate` adds MaskTwins with the consistency term gated by the pseudo-label weight (`cm_gate='pl'`).
 
@@ -347,6 +347,10 @@ def main(argv=None):
             c = [sys.executable, str(REPO/'benchmarks'/'fastai_overhead.py'), '--device', dev, '--out', str(Path(a.results)/f'fastai_overhead_{dev}.json')]
             if a.data: c += ['--data', str(a.data)]
             rc = subprocess.run(c).returncode or rc
+            if dev == 'cpu':   # glibc's default allocator against `tune_cpu_allocator`, in alternating processes
+                c = [sys.executable, str(REPO/'benchmarks'/'cpu_allocator.py'), '--out', str(Path(a.results)/'cpu_allocator.json')]
+                if a.data: c += ['--data', str(a.data)]
+                rc = subprocess.run(c).returncode or rc
         return rc
     else:
         _plots.data = a.data

@@ -51,26 +51,31 @@ def new_model(dev, seed=0):
     torch.manual_seed(seed)
     return UNet(in_ch=1, n_classes=2, depth=RECIPE['depth'], width=RECIPE['width']).to(dev)
 
-def fastai_method(name, arrs, dev, n, warmup, opt='fastai'):
-    "Median step / iteration time and peak memory of `name` trained through fastai (`opt`: 'fastai' Adam or 'torch' Adam via `OptimWrapper`)"
+def fastai_learner(name, dls, dev, opt='fastai'):
+    "The benchmark's `masktwins_learner` for `name` (`opt`: 'fastai' Adam or 'torch' Adam via `OptimWrapper`), no metrics"
     from functools import partial
-    from fastai.callback.core import Callback, CancelValidException
     from fastai.optimizer import Adam, OptimWrapper
     from masktwins_nb.learner import masktwins_learner
     lm, ov = METHODS.get(name, ('masktwins', {}))
     kw = dict(RECIPE, **ov)
+    return masktwins_learner(dls, new_model(dev), method=lm, alpha=kw['alpha'], block_size=kw['block_size'], ratio=kw['ratio'],
+                             cm_weight=kw['cm_weight'], threshold=kw['threshold'], seed=0,
+                             batched_views=(name != 'masktwins_seqviews'), metrics=[],
+                             opt_func=Adam if opt == 'fastai' else partial(OptimWrapper, opt=torch.optim.Adam))
+
+def fastai_method(name, arrs, dev, n, warmup, opt='fastai'):
+    "Median step / iteration time and peak memory of `name` trained through fastai (`opt`: 'fastai' Adam or 'torch' Adam via `OptimWrapper`)"
+    from fastai.callback.core import Callback, CancelValidException
     dls = make_dls(arrs, dev, n + warmup)
-    learn = masktwins_learner(dls, new_model(dev), method=lm, alpha=kw['alpha'], block_size=kw['block_size'], ratio=kw['ratio'],
-                              cm_weight=kw['cm_weight'], threshold=kw['threshold'], seed=0,
-                              batched_views=(name != 'masktwins_seqviews'), metrics=[],
-                              opt_func=Adam if opt == 'fastai' else partial(OptimWrapper, opt=torch.optim.Adam))
-    steps, iters = [], []
+    learn = fastai_learner(name, dls, dev, opt)
+    steps, iters, faults, usr, sys_ = [], [], [], [], []
     class Timer(Callback):
         order = -20
         def before_fit(self): self.last = None
-        def before_batch(self): _sync(dev); self.t0 = time.perf_counter()
+        def before_batch(self): _sync(dev); self.t0 = time.perf_counter(); self.r0 = resource.getrusage(resource.RUSAGE_SELF)
         def after_batch(self):
-            _sync(dev); t = time.perf_counter(); steps.append(t - self.t0)
+            _sync(dev); t = time.perf_counter(); r = resource.getrusage(resource.RUSAGE_SELF); steps.append(t - self.t0)
+            faults.append(r.ru_minflt - self.r0.ru_minflt); usr.append(r.ru_utime - self.r0.ru_utime); sys_.append(r.ru_stime - self.r0.ru_stime)
             if self.last is not None: iters.append(t - self.last)
             self.last = t
         def before_validate(self): raise CancelValidException()
@@ -80,7 +85,9 @@ def fastai_method(name, arrs, dev, n, warmup, opt='fastai'):
     mem = dict(peak_mem_mib=torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == 'cuda' else \
           dict(peak_rss_mib=_vm('VmHWM'), rss_before_mib=rss0)
     del learn, dls; gc.collect()
-    return dict(step_s=float(np.median(steps[warmup:])), iter_s=float(np.median(iters[warmup:])), n_timed=len(steps[warmup:]), **mem)
+    return dict(step_s=float(np.median(steps[warmup:])), iter_s=float(np.median(iters[warmup:])), n_timed=len(steps[warmup:]),
+                minor_faults_per_step=float(np.median(faults[warmup:])), user_cpu_s=float(np.median(usr[warmup:])),
+                sys_cpu_s=float(np.median(sys_[warmup:])), **mem)
 
 def _vm(key):
     "A /proc/self/status memory field in MiB (Linux), else None"
@@ -96,10 +103,40 @@ def _reset_peak_rss():
     except OSError: pass
     return _vm('VmRSS')
 
+def plain_step(method, dev, seed=0, mark=None):
+    """One training step of `method` ('source_only' or 'masktwins') in plain PyTorch, as a function of a batch (xs, xt, ys):
+    own model, teacher and `torch.optim.Adam`; the MaskTwins step is the callback's computation (teacher pseudo-labels,
+    strong augmentation, complementary masks, both views in one forward, one backward of the summed loss, EMA update).
+    `mark(phase)`, if given, is called at the end of 'fwd' (source forward), 'loss', 'bwd' and 'opt'."""
+    from masktwins_nb.callbacks import pseudo_label, StrongAug, target_losses, ema_update, make_teacher
+    from masktwins_nb.masks import mask_views, apply_mask
+    if method not in ('source_only', 'masktwins'): raise ValueError(f"plain_step: 'source_only' or 'masktwins', got {method!r}")
+    mark = mark or (lambda phase: None)
+    model = new_model(dev, seed); model.train()
+    opt = torch.optim.Adam(model.parameters(), RECIPE['lr'])
+    teacher = make_teacher(model, 'batch') if method == 'masktwins' else None
+    aug, g = StrongAug(), torch.Generator().manual_seed(seed)
+    b, r = RECIPE['block_size'], RECIPE['ratio']
+    def step(xs, xt, ys):
+        out = model(xs); mark('fwd')
+        loss = F.cross_entropy(out, ys)
+        if teacher is not None:
+            with torch.no_grad(): p, w, _ = pseudo_label(teacher(xt), RECIPE['threshold'])
+            a = aug(xt, g); ms = mask_views(a, 'complementary', b, r, g)
+            ce, cm = target_losses(list(model(torch.cat([apply_mask(a, m) for m in ms])).chunk(2)), p, w)
+            loss = loss + ce + RECIPE['cm_weight'] * cm
+        mark('loss')
+        opt.zero_grad(set_to_none=True); loss.backward(); mark('bwd')
+        opt.step()
+        if teacher is not None: ema_update(teacher, model, RECIPE['alpha'], 'batch')
+        mark('opt')
+    return step
+
 def plain_parts(arrs, dev, n, warmup):
     "The MaskTwins computation in plain PyTorch: each pass alone, and the whole step as one loop"
-    from masktwins_nb.callbacks import pseudo_label, StrongAug, target_losses, ema_update, ema_alpha, make_teacher
+    from masktwins_nb.callbacks import pseudo_label, StrongAug, target_losses, ema_update, make_teacher
     from masktwins_nb.masks import mask_views, apply_mask
+    from functools import partial
     dls = make_dls(arrs, dev, 4)
     xs, xt, ys = next(iter(dls.train))
     model = new_model(dev); teacher = make_teacher(model)
@@ -124,15 +161,7 @@ def plain_parts(arrs, dev, n, warmup):
     def masks_only(): mask_views(xa, 'complementary', b, r, g)
     def masks_apply(): [apply_mask(xa, m) for m in mask_views(xa, 'complementary', b, r, g)]
     def aug_only(): aug(xt, g)
-    def full_step():   # = MaskTwins callback's computation, one backward of the summed loss, torch Adam
-        with torch.no_grad(): p, ww, _ = pseudo_label(teacher(xt))
-        a_ = aug(xt, g); m_ = mask_views(a_, 'complementary', b, r, g)
-        loss = F.cross_entropy(model(xs), ys)
-        ce, cm = target_losses(list(model(torch.cat([apply_mask(a_, m) for m in m_])).chunk(2)), p, ww)
-        loss = loss + ce + 0.01 * cm
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); ema_update(teacher, model, 0.99)
-    def src_step():
-        loss = F.cross_entropy(model(xs), ys); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    full_step, src_step = [partial(plain_step(m, dev), xs, xt, ys) for m in ('masktwins', 'source_only')]
     out = {}
     for k, f in dict(src_fwd_bwd=src_fb, teacher_fwd=teacher_f, views_fwd_bwd_batched=views_fb, views_fwd_bwd_seq=views_fb_seq,
                      opt_step_ema=opt_ema, mask_gen=masks_only, mask_gen_apply=masks_apply, strong_aug=aug_only,

@@ -14,7 +14,7 @@ from .data import load_domain, synthetic_em_pair, em_dataloaders, read_stack, re
 from .models import UNet
 from .metrics import binary_scores
 from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save, atomic_write,
-                                  predict_volume, SaveEveryEpoch, NonFiniteLossError)
+                                  predict_volume, SaveEveryEpoch, NonFiniteLossError, tune_cpu_allocator)
 from contextlib import nullcontext
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
@@ -154,6 +154,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
                      paths=dict(source=source, target=target, target_test=target_test or target))
     world, rank = _distributed(distributed)
     dev = _device(device) if world == 1 or device is not None else _local_device()
+    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 06_learner)
     ck = _resume_file(out, resume)
     set_seed(seed, reproducible=True)
     eval_every = min(d['eval_every'], d['iters'])

@@ -25,7 +25,7 @@ from .callbacks import SplitTarget, EMATeacher, MaskTwins
 # %% auto #0
 __all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state',
            'set_rng_state', 'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled',
-           'predict_volume', 'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'fit_iters']
+           'predict_volume', 'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'fit_iters', 'tune_cpu_allocator']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
@@ -389,3 +389,20 @@ def fit_iters(learn:Learner, # learner from `masktwins_learner`
             return learn
     learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=cbs, start_epoch=start, **kwargs)
     return learn
+
+# %% ../nbs/06_learner.ipynb #279261ec
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc `mallopt` parameter numbers (malloc.h)
+
+def tune_cpu_allocator(mmap_threshold:int=32 * 2**20, # blocks up to this size come from the heap (glibc's largest allowed value on 64-bit: 32 MiB)
+                       trim_threshold:int=2**31 - 1, # free memory at the top of the heap goes back to the system only above this (a C int)
+                      )->bool: # whether both settings took effect (False where the C library is not glibc)
+    "Keep freed CPU tensor memory in the process (glibc `mallopt`), so that a training step does not fault its buffers back in page by page"
+    import ctypes, platform
+    if platform.system() != 'Linux': return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version   # glibc only: other C libraries have no such parameters
+        mallopt = libc.mallopt
+    except (OSError, AttributeError): return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from fastai.torch_core import set_seed, default_device
 from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13, CITYSCAPES_CLASSES
-from .learner import masktwins_learner, save_checkpoint
+from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
 from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
@@ -97,6 +97,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     "Train a natural-image preset; write model.pth, metrics.json and history.csv to `out`; return the metrics"
     cfg = preset_config(preset, downscale, **overrides)
     dev = torch.device(device) if device else (default_device() if torch.cuda.is_available() else torch.device('cpu'))
+    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (06_learner)
     set_seed(seed, reproducible=True)
     eval_every = min(cfg['eval_every'], cfg['iters'])
     dls = natural_dataloaders(source, target, target_test, crop=cfg['crop'], source_size=cfg['source_size'],
