@@ -15,13 +15,13 @@ from .models import UNet
 from .metrics import binary_scores
 from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save, atomic_write,
                                   predict_volume, SaveEveryEpoch, NonFiniteLossError, tune_cpu_allocator)
-from contextlib import nullcontext
+from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
 
 # %% auto #0
-__all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'train_job', 'masktwins_train', 'atomic_save_json', 'load_model',
-           'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
+__all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'train_job', 'terminate_as_exit', 'masktwins_train',
+           'atomic_save_json', 'load_model', 'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
 
 # %% ../nbs/07_cli.ipynb #60f26cc4
 def _device(device):
@@ -196,12 +196,26 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
         if main and (tmp/'model.pth').exists():  # keep the last complete checkpoint of a crashed run
             out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', kept)
         shutil.rmtree(tmp, ignore_errors=True)
+        if main and kept.exists() and isinstance(e, (KeyboardInterrupt, SystemExit)):
+            why = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated (SIGTERM)' if e.code == 143 else f'exit {e.code}'
+            print(f"{why}; the last complete checkpoint is {kept}: continue with resume=True / --resume", file=sys.stderr)
         if isinstance(e, NonFiniteLossError):
             msg = str(e).replace(str(tmp/'model.pth'), str(kept))
             if kept.exists(): msg = msg.replace(' (fix:', '; once fixed, continue it with resume=True / --resume (fix:', 1)
             raise NonFiniteLossError(msg) from None
         raise
     return res
+
+# %% ../nbs/07_cli.ipynb #e7dfda67
+@contextmanager
+def terminate_as_exit():
+    "While active, SIGTERM raises `SystemExit(143)` in the main thread, so that a killed run cleans up and keeps its last checkpoint"
+    import signal, threading
+    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread may set handlers
+    def _raise(signum, frame): raise SystemExit(128 + signum)
+    old = signal.signal(signal.SIGTERM, _raise)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/07_cli.ipynb #1c136e17
 def _table(results:dict)->str:
@@ -258,19 +272,21 @@ def masktwins_train(
     distributed:store_true=False, # data-parallel over the processes of `torchrun --nproc_per_node N` / `accelerate launch` (automatic when WORLD_SIZE > 1)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
-    if preset is not None: return _preset_main(**{k: v for k, v in locals().items() if k != 'preset'}, preset=preset)
+    if preset is not None:
+        with terminate_as_exit(): return _preset_main(**{k: v for k, v in locals().items() if k != 'preset'}, preset=preset)
     methods = [method]
-    if source is None and target is None: methods = ['source_only', 'masktwins'] if method == 'masktwins' else ['source_only', method]
+    if source is None and target is None: methods = ['source_only', 'masktwins'] if method == 'masktwins' else list(dict.fromkeys(['source_only', method]))
     elif baseline and method != 'source_only': methods = ['source_only', method]
     kw = dict(source=source, target=target, target_test=target_test, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs,
               seed=seed, device=device, eval_every=eval_every, block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight, cm_gate=cm_gate,
               threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet, resume=resume, distributed=distributed or None)
     results, main = {}, rank_distrib() == 0
     say = print if main else (lambda *a, **k: None)   # one process talks
-    for m in methods:
-        say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
-        results[m] = train_job(method=m, out=Path(out)/m, **kw)
-        say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
+    with terminate_as_exit():   # a SIGTERM (scheduler, kill) ends the run like a crash: last checkpoint kept
+        for m in methods:
+            say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
+            results[m] = train_job(method=m, out=Path(out)/m, **kw)
+            say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
     say(_table(results))
     if len(results) == 2:
         a, b = (results[m]['target_test']['iou'] for m in methods)

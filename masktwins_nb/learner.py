@@ -20,7 +20,7 @@ from fastprogress.fastprogress import progress_bar
 from fastcore.foundation import L
 from .models import UNet
 from .metrics import binary_metrics, binary_scores
-from .callbacks import SplitTarget, EMATeacher, MaskTwins
+from .callbacks import SplitTarget, EMATeacher, MaskTwins, TermsCallback
 
 # %% auto #0
 __all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state',
@@ -35,16 +35,15 @@ class NonFiniteLossError(FloatingPointError):
     "The training loss (or one of its terms) became NaN or infinite"
 
 class NaNGuard(Callback):
-    "Stop training at the first NaN/inf loss, naming the iteration and the offending MaskTwins loss term"
-    order = 8 # after_loss: after MaskTwins (5) added the target terms, before MixedPrecision (10) scales the loss
+    "Stop training at the first NaN/inf loss, naming the iteration and the offending loss term (of `MaskTwins`, `ClassMix`, ...)"
+    order = 8 # after_loss: after MaskTwins (5) and ClassMix (5.5) added their terms, before MixedPrecision (10) scales the loss
     def after_loss(self):
         if not self.training or self.learn.loss_grad is None: return
         if bool(torch.isfinite(self.learn.loss_grad).all()): return   # one host sync per batch
         terms = {'loss': float(self.learn.loss_grad.detach().float().sum())}
-        mt = next((c for c in self.learn.cbs if isinstance(c, MaskTwins)), None)
-        if mt is not None and mt._pending and mt._pending[-1][0] == self.epoch:
-            from masktwins_nb.callbacks import TERMS
-            terms.update(zip(TERMS, mt._pending[-1][1].tolist()))
+        for cb in self.learn.cbs:   # this iteration's terms of `MaskTwins`, `ClassMix`, ...
+            if isinstance(cb, TermsCallback) and cb._pending and cb._pending[-1][0] == self.epoch:
+                terms.update(zip(cb.terms, cb._pending[-1][1].tolist()))
         bad = [k for k, v in terms.items() if k != 'loss' and not math.isfinite(v)] or ['loss']
         ck = [str(c.fname) for c in self.learn.cbs if isinstance(c, SaveEveryEpoch) and c.fname.exists()]
         vals = ', '.join(f"{k}={v:.4g}" for k, v in terms.items())
