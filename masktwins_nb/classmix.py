@@ -16,6 +16,7 @@ from fastcore.foundation import L
 from fastai.callback.schedule import ParamScheduler
 from fastai.optimizer import Adam
 from .callbacks import WEIGHT_MODES, LossTerm, TermsCallback, pl_weight, pseudo_label
+from .learner import resume_fit_setup
 
 # %% auto #0
 __all__ = ['MIX_TERMS', 'class_mix_masks', 'mix', 'mix_loss', 'ColourAug', 'MixTerm', 'ClassMix', 'show_mix', 'adamw', 'head_lrs',
@@ -288,13 +289,16 @@ def fit_poly(learn, # a learner, e.g. built with `opt_func=adamw()` and a `split
              power:float=1.0, # poly power
              warmup_ratio:float=1e-6, # lr factor at iteration 0
              cbs=None, # extra callbacks for this fit
-             **kwargs, # passed to `Learner.fit` (e.g. `start_epoch`)
+             resume=None, # checkpoint of an interrupted run with the same settings: continue it exactly (see `fit_iters`)
+             **kwargs, # passed to `Learner.fit`
             ):
     "Train for about `iters` iterations with per-group lrs (`head_lrs`), linear warm-up and poly decay (`poly_warmup`)"
     per = len(learn.dls.train)
     if per == 0: raise ValueError("the training DataLoader is empty")
     n_epoch = max(1, int(round(iters / per)))
     lrs = head_lrs(lr, len(learn.splitter(learn.model)), head_mult)
+    start, extra, done = resume_fit_setup(learn, resume, n_epoch)
+    if done: return learn
     sched = ParamScheduler({'lr': poly_warmup(warmup, n_epoch * per, power, warmup_ratio, lrs)})
-    learn.fit(n_epoch, lrs, cbs=L(cbs) + sched, **kwargs)
+    learn.fit(n_epoch, lrs, cbs=L(cbs) + sched + extra, start_epoch=start, **kwargs)
     return learn

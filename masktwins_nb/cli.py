@@ -88,11 +88,25 @@ def _resume_file(out, resume)->Path|None:
     return next((f for f in (Path(out)/'model.interrupted.pth', Path(out)/'model.pth') if f.is_file()), None)
 
 def _check_resume(ck, meta):
-    "Refuse a checkpoint of another method, model or preprocessing, naming what differs"
+    "Refuse a checkpoint of another method, model, preset or preprocessing, naming what differs"
     old = _read_checkpoint(ck).get('meta') or {}
-    diff = [k for k in ('method', 'model', 'downscale', 'seed') if old.get(k) != meta.get(k)]
+    diff = [k for k in ('method', 'model', 'preset', 'downscale', 'seed') if old.get(k) != meta.get(k)]
     if diff: raise ValueError(f"{ck}: checkpoint of another run ({', '.join(f'{k}: {old.get(k)!r} vs {meta.get(k)!r}' for k in diff)}) "
                               "(fix: resume with the settings of that run, or start afresh in another --out)")
+
+def _keep_interrupted(tmp:Path, # the run's temporary folder
+                      out:Path, # the run's output folder
+                      e:BaseException, # what stopped the run
+                      main:bool=True, # the process that writes `out`
+                     )->Path: # out/model.interrupted.pth (it may not exist: no epoch was complete)
+    "After a failed run: move the last complete checkpoint in `tmp` to `out/model.interrupted.pth`, remove `tmp`, say how to resume"
+    kept = out/'model.interrupted.pth'
+    if main and (tmp/'model.pth').exists(): out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', kept)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if main and kept.exists() and isinstance(e, (KeyboardInterrupt, SystemExit)):
+        why = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated (SIGTERM)' if e.code == 143 else f'exit {e.code}'
+        print(f"{why}; the last complete checkpoint is {kept}: continue with resume=True / --resume", file=sys.stderr)
+    return kept
 
 def _distributed(flag=None)->tuple: # (world size, rank)
     "World size and rank of a `torchrun` / `accelerate launch` (Accelerate joins the process group when training starts)"
@@ -192,13 +206,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
             os.replace(tmp, out)
         else: shutil.rmtree(tmp, ignore_errors=True)
     except BaseException as e:
-        kept = out/'model.interrupted.pth'
-        if main and (tmp/'model.pth').exists():  # keep the last complete checkpoint of a crashed run
-            out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', kept)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if main and kept.exists() and isinstance(e, (KeyboardInterrupt, SystemExit)):
-            why = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated (SIGTERM)' if e.code == 143 else f'exit {e.code}'
-            print(f"{why}; the last complete checkpoint is {kept}: continue with resume=True / --resume", file=sys.stderr)
+        kept = _keep_interrupted(tmp, out, e, main)
         if isinstance(e, NonFiniteLossError):
             msg = str(e).replace(str(tmp/'model.pth'), str(kept))
             if kept.exists(): msg = msg.replace(' (fix:', '; once fixed, continue it with resume=True / --resume (fix:', 1)
@@ -226,14 +234,14 @@ def _table(results:dict)->str:
         lines.append(f"{m:<12} {s['iou']:6.3f} {s['f1']:6.3f} {s['mcc']:6.3f} {s['ap']:6.3f} {r['seconds']:8.1f}")
     return '\n'.join(lines)
 
-def _preset_main(preset, source, target, target_test, method, out, seed, device, quiet, downscale, pretrained, **kw):
+def _preset_main(preset, source, target, target_test, method, out, seed, device, quiet, downscale, pretrained, resume=False, **kw):
     "`masktwins_train --preset ...`: train a natural-image preset (see the 14_synthia2cityscapes notebook) and print mIoU16/13"
     if source is None or target is None: raise ValueError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
     from masktwins_nb.recipes import preset_job, PRESETS
     if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     ov = {k: v for k, v in kw.items() if k in PRESETS[preset] and v is not None}
     r = preset_job(source, target, preset, target_test=target_test, out=out, downscale=downscale or 1, pretrained=pretrained,
-                   method=method, seed=seed, device=device, progress=not quiet, **ov)
+                   method=method, seed=seed, device=device, progress=not quiet, resume=resume, **ov)
     if rank_distrib() == 0:
         print(f"{preset} ({method}, {r['iters']} iterations, {r['seconds']:.0f} s): mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
     return r

@@ -25,7 +25,8 @@ from .callbacks import SplitTarget, EMATeacher, MaskTwins, TermsCallback
 # %% auto #0
 __all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state',
            'set_rng_state', 'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled',
-           'predict_volume', 'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'fit_iters', 'tune_cpu_allocator']
+           'predict_volume', 'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'resume_fit_setup', 'fit_iters',
+           'tune_cpu_allocator']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
@@ -151,6 +152,7 @@ def set_rng_state(st:dict): # a `rng_state()`
 
 # %% ../nbs/06_learner.ipynb #dc2fca46
 def _mt_cb(learn): return next((c for c in learn.cbs if isinstance(c, MaskTwins)), None)
+def _terms_cbs(learn): return [c for c in learn.cbs if isinstance(c, TermsCallback)]
 
 def train_state(learn:Learner)->dict|None: # None outside/before `fit`
     "Where a fit stands, for an exact resume: epoch, n_epoch, train_iter, all RNG states, data-loader epoch, history"
@@ -159,9 +161,12 @@ def train_state(learn:Learner)->dict|None: # None outside/before `fit`
     dls = getattr(learn, 'dls', None)
     return dict(epoch=int(learn.epoch), n_epoch=int(learn.n_epoch), train_iter=int(learn.train_iter), rng=rng_state(),
                 mask_rng=None if mt is None or mt._gen is None else mt._gen.get_state(),
+                gens={type(cb).__name__: cb._gen.get_state() for cb in _terms_cbs(learn) if cb._gen is not None},   # every loss callback's generator
                 dl_epoch=int(getattr(getattr(dls, 'train', None), 'epoch', 0) or 0),
                 dl_rng=[list(dl.rng.getstate()[1]) + [dl.rng.getstate()[0]] if hasattr(dl, 'rng') else None for dl in getattr(dls, 'loaders', [])],
                 history=_plain(list(getattr(learn, 'mt_history', None) or [])),
+                histories={cb.history_attr: _plain(list(getattr(learn, cb.history_attr, None) or []))
+                           for cb in _terms_cbs(learn) if cb.history_attr != 'mt_history'},   # e.g. ClassMix's `mt_mix_history`
                 values=_plain([[float(v) if isinstance(v, (int, float, np.generic)) or torch.is_tensor(v) else None for v in vals]
                                for vals in getattr(rec, 'values', [])]),
                 losses=[float(l) for l in getattr(rec, 'losses', [])])
@@ -341,8 +346,9 @@ class ResumeFit(Callback):
         st = self.st
         self.learn.mt_start_epoch, self.learn.train_iter = st['epoch'] + 1, st['train_iter']
         set_rng_state(st['rng'])
-        mt = _mt_cb(self.learn)
-        if mt is not None and st.get('mask_rng') is not None: mt._gen = torch.Generator(); mt._gen.set_state(st['mask_rng'])
+        for cb in _terms_cbs(self.learn):   # generators of MaskTwins, ClassMix, ... (`mask_rng`: checkpoints written before `gens`)
+            g = (st.get('gens') or {}).get(type(cb).__name__, st.get('mask_rng') if isinstance(cb, MaskTwins) else None)
+            if g is not None: cb._gen = torch.Generator(); cb._gen.set_state(g)
         dls = self.learn.dls
         if hasattr(dls.train, 'epoch'): dls.train.epoch = st['dl_epoch']
         for dl, r in zip(dls.loaders, st.get('dl_rng') or []):
@@ -363,7 +369,25 @@ def resume_state(learn:Learner, # learner built like the interrupted one
     if st is None: raise ValueError(f"{fname}: no training state in this checkpoint (written outside a fit?); it cannot be resumed "
                                     "(fix: resume from a checkpoint written by SaveEveryEpoch / train_job)")
     learn.mt_history = list(st.get('history') or [])
+    for attr, h in (st.get('histories') or {}).items(): setattr(learn, attr, list(h))
     return st
+
+def resume_fit_setup(learn:Learner, # learner built like the interrupted one
+                     resume, # checkpoint to continue, or None
+                     n_epoch:int, # epochs of this fit
+                    )->tuple: # (start epoch, extra callbacks, finished)
+    "Shared by `fit_iters` and other fit functions: load `resume` into `learn`, check it belongs to a fit of `n_epoch` epochs"
+    if resume is None: return 0, L(), False
+    st, per = resume_state(learn, resume), len(learn.dls.train)
+    if st['n_epoch'] != n_epoch:
+        raise ValueError(f"{resume}: written by a run of {st['n_epoch']} epochs x {per} iterations, this one has {n_epoch} epochs "
+                         "(fix: resume with the same iters, eval_every and batch settings as the interrupted run)")
+    start = st['epoch'] + 1
+    if start >= n_epoch:  # the checkpoint is of a finished run: nothing to train
+        learn.train_iter, learn.epoch, learn.n_epoch = st['train_iter'], st['epoch'], n_epoch
+        learn.recorder.values = [L(v) for v in st['values']]; learn.recorder.losses = [torch.tensor(l) for l in st['losses']]
+        return start, L(), True
+    return start, L(ResumeFit(st)), False
 
 def fit_iters(learn:Learner, # learner from `masktwins_learner`
               iters:int, # total training iterations (a multiple of `len(learn.dls.train)` is used)
@@ -375,18 +399,9 @@ def fit_iters(learn:Learner, # learner from `masktwins_learner`
     per = len(learn.dls.train)
     if per == 0: raise ValueError("the training DataLoader is empty")
     n_epoch = max(1, int(round(iters / per)))
-    start, cbs = 0, L(kwargs.pop('cbs', None))
-    if resume is not None:
-        st = resume_state(learn, resume)
-        if st['n_epoch'] != n_epoch:
-            raise ValueError(f"{resume}: written by a run of {st['n_epoch']} epochs x {per} iterations, this one has {n_epoch} epochs "
-                             "(fix: resume with the same iters, eval_every and batch settings as the interrupted run)")
-        start, cbs = st['epoch'] + 1, cbs + ResumeFit(st)
-        if start >= n_epoch:  # the checkpoint is of a finished run: nothing to train
-            learn.train_iter, learn.epoch, learn.n_epoch = st['train_iter'], st['epoch'], n_epoch
-            learn.recorder.values = [L(v) for v in st['values']]; learn.recorder.losses = [torch.tensor(l) for l in st['losses']]
-            return learn
-    learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=cbs, start_epoch=start, **kwargs)
+    start, extra, done = resume_fit_setup(learn, resume, n_epoch)
+    if done: return learn
+    learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=L(kwargs.pop('cbs', None)) + extra, start_epoch=start, **kwargs)
     return learn
 
 # %% ../nbs/06_learner.ipynb #279261ec

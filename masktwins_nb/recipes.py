@@ -13,7 +13,8 @@ from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
 from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
-from .cli import _write_csv
+from .cli import _write_csv, _resume_file, _check_resume, _keep_interrupted
+from contextlib import nullcontext
 
 # %% auto #0
 __all__ = ['PRESETS', 'preset_config', 'natural_learner', 'preset_job']
@@ -76,6 +77,8 @@ def natural_learner(dls, # from `natural_dataloaders`
 def _per_class(learn)->dict:
     "mIoU16/13 and per-class IoU of the learner's last validation (the `MeanIoU` metrics keep its confusion matrix)"
     m16, m13 = (next(m for m in learn.metrics if getattr(m, 'name', None) == n) for n in ('miou16', 'miou13'))
+    if m16.cm is None:   # no validation in this fit (resuming a finished run): validate now
+        with learn.no_bar(), learn.no_logging(): learn.validate()
     iou = m16.per_class.tolist()
     return dict(miou16=m16.value, miou13=m13.value,
                 per_class={CITYSCAPES_CLASSES[i]: (None if v != v else v) for i, v in enumerate(iou)})
@@ -92,6 +95,8 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                device=None, # default: cuda when available
                progress:bool=True, # progress bars
                valid_n:int|None=None, # validate on this many images (default all)
+               resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
+               cbs=None, # extra fastai callbacks
                **overrides, # preset entries to replace (iters, bs, crop, lr, variant, eval_every, ...)
               )->dict:
     "Train a natural-image preset; write model.pth, metrics.json and history.csv to `out`; return the metrics"
@@ -109,15 +114,18 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
     from masktwins_nb.learner import SaveEveryEpoch
-    meta = dict(model=dict(name='DAFormer', variant=cfg['variant'], n_classes=cfg['n_classes']), preset=preset, method=method, seed=seed)
+    meta = dict(model=dict(name='DAFormer', variant=cfg['variant'], n_classes=cfg['n_classes']), preset=preset, method=method, seed=seed,
+                downscale=downscale)
+    ck = _resume_file(out, resume)
+    if ck is not None: _check_resume(ck, meta)
     learn.add_cb(SaveEveryEpoch(tmp/'model.pth', meta=meta))
     t0 = time.time()
     try:
-        if progress: fit_poly(learn, cfg['iters'], cfg['lr'], cfg['head_mult'], cfg['warmup'], cfg['power'])
-        else:
-            with learn.no_bar(), learn.no_logging(): fit_poly(learn, cfg['iters'], cfg['lr'], cfg['head_mult'], cfg['warmup'], cfg['power'])
+        with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
+            fit_poly(learn, cfg['iters'], cfg['lr'], cfg['head_mult'], cfg['warmup'], cfg['power'], cbs=cbs, resume=ck)
         secs = time.time() - t0
-        res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), **_per_class(learn),
+        res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), resumed_from=None if ck is None else str(ck),
+                   **_per_class(learn),
                    config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
                    source=str(source), target=str(target), device=str(dev))
         (tmp/'metrics.json').write_text(json.dumps(res, indent=1))
@@ -126,8 +134,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
         if rows: _write_csv(rows, tmp/'history.csv')
         if out.exists(): shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
-        if (tmp/'model.pth').exists(): out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', out/'model.interrupted.pth')
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as e:
+        _keep_interrupted(tmp, out, e)
         raise
     return res

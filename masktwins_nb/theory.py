@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['MASK_STRATEGIES', 'dct_matrix', 'dct2', 'idct2', 'bernoulli_mask', 'partition_masks', 'mask_views', 'coverage',
+__all__ = ['MASK_STRATEGIES', 'dct_matrix', 'dct2', 'idct2', 'bernoulli_mask', 'partition_masks', 'view_masks', 'coverage',
            'sparse_dct_signal', 'low_freq_atoms', 'smooth_field', 'data_model', 'gaussian_info', 'information_demo',
            'soft_threshold', 'fista_dct', 'recovery_demo', 'random_linear_map', 'consistency_residual',
            'consistency_demo', 'independent_views', 'kway_demo']
@@ -70,13 +70,13 @@ def partition_masks(n:int, # number of independent partitions
 # %% ../nbs/00_theory.ipynb #a5c00178
 MASK_STRATEGIES = ('complementary', 'random_pair', 'single')
 
-def mask_views(strategy:str, # one of `MASK_STRATEGIES`
+def view_masks(strategy:str, # one of `MASK_STRATEGIES`
                n:int, h:int, w:int, # number and size of the masks
                ratio:float=0.5, # mask ratio r of the first view
                block:int=1, # block side in pixels (1 = element-wise)
                generator:torch.Generator|None=None, # random generator
               )->Tensor: # (V,n,h,w) stack of the V views' masks (V=2, or 1 for 'single')
-    "Masks of the views: complementary `[M, 1-M]`, random pair `[M1 (ratio r), M2 (ratio 1-r)]` independent, or single `[M]`"
+    "Stacked masks of the views for the experiments here (training uses `masks.mask_views`): complementary `[M, 1-M]`, random pair `[M1 (r), M2 (1-r)]` independent, or single `[M]`"
     m = bernoulli_mask(n, h, w, ratio, block, generator)
     if strategy == 'complementary': return torch.stack([m, 1 - m])
     if strategy == 'random_pair': return torch.stack([m, bernoulli_mask(n, h, w, 1 - ratio, block, generator)])
@@ -171,7 +171,7 @@ def information_demo(ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), # mas
     for s in MASK_STRATEGIES:
         stats = {m: [] for m in ('coverage', 'energy', 'info')}
         for r in ratios:
-            u = mask_views(s, n_draws, size, size, r, block, gen).amax(0)
+            u = view_masks(s, n_draws, size, size, r, block, gen).amax(0)
             vals = dict(coverage=u.double().mean((-2, -1)),
                         energy=((x*u).pow(2).sum((-2, -1)) / x.pow(2).sum((-2, -1))).double(),
                         info=gaussian_info(u, sigma, e_norm) / info_full)
@@ -219,8 +219,8 @@ def recovery_demo(ks=(2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128), # sparsity
     s = torch.cat([sparse_dct_signal(n_per_k, size, size, k, gen)[0] for k in ks])
     noise = sigma * torch.randn(s.shape, generator=gen)
     x, n = s + noise, len(s)
-    comp = mask_views('complementary', n, size, size, ratio, generator=gen)
-    unions = dict(complementary=comp.amax(0), random_pair=mask_views('random_pair', n, size, size, ratio, generator=gen).amax(0),
+    comp = view_masks('complementary', n, size, size, ratio, generator=gen)
+    unions = dict(complementary=comp.amax(0), random_pair=view_masks('random_pair', n, size, size, ratio, generator=gen).amax(0),
                   single=comp[0])
     u = torch.cat(list(unions.values()))
     lam = sigma * math.sqrt(2 * math.log(size * size))
@@ -269,7 +269,7 @@ def consistency_demo(e_norms=(0, 8, 16, 24, 32, 40, 48, 56, 64), # domain-field 
     s = sparse_dct_signal(n, size, size, k, gen)[0]
     noise = sigma * torch.randn(n, size, size, generator=gen)
     ea, eb = smooth_field(n, size, size, 1., generator=gen), smooth_field(n, size, size, 1., generator=gen)  # two domains
-    views = {m: mask_views(m, n, size, size, ratio, generator=gen) for m in ('complementary', 'random_pair')}
+    views = {m: view_masks(m, n, size, size, ratio, generator=gen) for m in ('complementary', 'random_pair')}
     en = torch.tensor(e_norms, dtype=torch.float32)
     res = dict(e_norm=en, feat=torch.stack([f(s + e*ea + noise).flatten(1).norm(dim=1).mean() for e in en]))
     for m, v in views.items():
