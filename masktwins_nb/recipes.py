@@ -6,7 +6,8 @@
 from __future__ import annotations
 import json, os, shutil, tempfile, time
 from pathlib import Path
-import torch
+import torch, torch.nn as nn
+from fastai.callback.core import Callback
 from fastai.torch_core import set_seed, default_device
 from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13, CITYSCAPES_CLASSES
 from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
@@ -17,7 +18,7 @@ from .cli import _write_csv, _resume_file, _check_resume, _keep_interrupted
 from contextlib import nullcontext
 
 # %% auto #0
-__all__ = ['PRESETS', 'preset_config', 'natural_learner', 'preset_job']
+__all__ = ['PRESETS', 'preset_config', 'DecayExcept', 'natural_learner', 'preset_job']
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #3591ea66
 PRESETS = {
@@ -47,6 +48,15 @@ def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
     c['downscale'] = downscale
     return c
 
+# %% ../nbs/14_synthia2cityscapes.ipynb #3782dd14
+class DecayExcept(Callback):
+    "Weight decay on every parameter except those of `exempt` module types, in place of fastai's norm-and-bias exemption"
+    order = 0 # `before_fit`, after `Learner.fit` has created the optimiser
+    def __init__(self, exempt:tuple=(nn.LayerNorm,)): self.exempt = tuple(exempt) # DAFormer: only the MiT encoder's LayerNorms
+    def before_fit(self):
+        skip = {id(p) for m in self.learn.model.modules() if isinstance(m, self.exempt) for p in m.parameters(recurse=False)}
+        for p in self.learn.model.parameters(): self.learn.opt.state[p]['do_wd'] = id(p) not in skip
+
 # %% ../nbs/14_synthia2cityscapes.ipynb #20ce8786
 def natural_learner(dls, # from `natural_dataloaders`
                     cfg:dict|None=None, # from `preset_config` (default: the full SYNTHIA → Cityscapes preset)
@@ -69,7 +79,7 @@ def natural_learner(dls, # from `natural_dataloaders`
                               block_size=cfg['block_size'], ratio=cfg['ratio'], cm_weight=cfg['cm_weight'],
                               threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], aug=ColourAug(), seed=seed,
                               metrics=metrics, opt_func=adamw(wd=cfg['wd']), splitter=daformer_splitter,
-                              cbs=mix + list(cbs or []), **kwargs)
+                              cbs=mix + [DecayExcept()] + list(cbs or []), **kwargs)
     learn.mt_cfg = cfg
     return learn
 
