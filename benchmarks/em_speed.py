@@ -5,7 +5,8 @@ Measures, all in this one process with the same model size / crop / batch as `em
     --n timed steps after --warmup, and the ratio to source_only; also the whole iteration (with data loading);
   * the MaskTwins step against the sum of its passes timed alone in plain PyTorch (source fwd+bwd, teacher fwd,
     two masked views fwd+bwd; then + optimiser/EMA + augmentation/masks);
-  * the fastai-callback step against a plain PyTorch loop doing the same computation;
+  * the fastai-callback step against a plain PyTorch loop doing the same computation (two separate loops, timed once
+    each: on a CPU whose loop-to-loop variation is ~10 %, `fastai_overhead.py` compares them step by step instead);
   * views batched (one forward of 2B) against sequential (two forwards of B);
   * mask generation (+ application) and strong augmentation as shares of the step;
   * peak memory: CUDA max_memory_allocated on GPU; on CPU the process's peak RSS (VmHWM, reset before each method
