@@ -16,6 +16,8 @@ Measures, all in this one process with the same model size / crop / batch as `em
   python benchmarks/em_speed.py --data .devdata/em_ds2.npz --device cuda --out benchmarks/results/em_speed_cuda.json
   python benchmarks/em_speed.py --data .devdata/em_ds2.npz --device cpu --threads 2 --n 20 --warmup 3 \\
       --out benchmarks/results/em_speed_cpu.json
+  python benchmarks/em_speed.py --device cpu --threads 2 --n 20 --warmup 3 --allocator tuned \\
+      --out benchmarks/results/em_speed_cpu_tuned.json
 """
 from __future__ import annotations
 import argparse, gc, json, resource, subprocess, sys, time
@@ -194,16 +196,21 @@ def main(argv=None):
                    help='also time these through fastai with torch.optim.Adam (OptimWrapper) instead of fastai Adam')
     p.add_argument('--no-parts', action='store_true', help='skip the plain-PyTorch part timings')
     p.add_argument('--cpu-mem', action='store_true', help='on CPU, peak RSS per method from fresh sub-processes')
+    p.add_argument('--allocator', default='default', choices=['default', 'tuned'],
+                   help="CPU: glibc's default allocator, or `tune_cpu_allocator` (what `masktwins_train` uses on the CPU)")
     p.add_argument('--out', default=None, help='JSON file for the results')
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    if a.allocator == 'tuned':
+        from masktwins_nb.learner import tune_cpu_allocator
+        if not tune_cpu_allocator(): raise SystemExit('tune_cpu_allocator: not available here (not glibc)')
     arrs = load_arrays(a.data, RECIPE['downscale'])
     torch.backends.cudnn.benchmark = False
     where = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     print(f"device: {where}; crop {RECIPE['crop']}, bs {RECIPE['bs']}, UNet w{RECIPE['width']} d{RECIPE['depth']}; "
           f"median of {a.n} after {a.warmup} warm-up", flush=True)
-    res = dict(device=where, recipe=RECIPE, n=a.n, warmup=a.warmup, methods={}, parts={})
+    res = dict(device=where, recipe=RECIPE, n=a.n, warmup=a.warmup, allocator=a.allocator, methods={}, parts={})
     t0 = time.time()
     for m in a.methods:
         res['methods'][m] = fastai_method(m, arrs, dev, a.n, a.warmup)
