@@ -20,8 +20,8 @@ from .masks import MASK_MODES, mask_views, apply_mask
 
 # %% auto #0
 __all__ = ['BN_MODES', 'WEIGHT_MODES', 'TERMS', 'CM_GATES', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode',
-           'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight', 'pseudo_label', 'StrongAug', 'target_losses',
-           'LossTerm', 'TermsCallback', 'MaskTwins', 'show_views']
+           'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight', 'pseudo_label', 'random_blur', 'StrongAug',
+           'target_losses', 'LossTerm', 'TermsCallback', 'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #03c446ca
 class SplitTarget(Callback):
@@ -160,6 +160,24 @@ def pseudo_label(logits:Tensor, # (B,C,H,W) teacher logits
     return pl, pl_weight(conf, pl, threshold, mode, logits.shape[1]), conf
 
 # %% ../nbs/05_callbacks.ipynb #82f7e947
+def random_blur(x:Tensor, # (B,C,H,W) float batch
+                u_apply:Tensor, # (B,) uniforms: sample i is blurred where `u_apply[i] < p`
+                u_sigma:Tensor, # (B,) uniforms mapped to its sigma in `sigma`
+                p:float, # blur probability
+                sigma:tuple, # (min, max) sigma in pixels
+                kernel_size:int|None=None, # default 2*ceil(3*sigma_max)+1, cut to what the image size allows
+               )->Tensor:
+    "Per-sample Gaussian blur with random sigma (the blur step of `StrongAug` and `ColourAug`)"
+    if p <= 0: return x
+    B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+    s0, s1 = sigma
+    k = kernel_size or 2 * math.ceil(3 * s1) + 1
+    k = min(k, 2 * ((min(H, W) - 1) // 2) + 1)   # reflect padding needs k//2 < side
+    if k < 3: return x
+    s = s0 + u_sigma * (s1 - s0)
+    blurred = gaussian_blur2d(x, (k, k), torch.stack([s, s], 1))
+    return torch.where((u_apply < p).view(B, 1, 1, 1), blurred, x)
+
 class StrongAug:
     "DACS-style photometric strong augmentation for normalised (grey-scale) batches: brightness/contrast/gamma jitter + Gaussian blur"
     def __init__(self,
@@ -177,7 +195,7 @@ class StrongAug:
                  generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
                 )->Tensor: # augmented batch, same shape and dtype
         if x.ndim != 4: raise ValueError(f"StrongAug expects (B,C,H,W), got {tuple(x.shape)}")
-        B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+        B = x.shape[0]
         dev = generator.device if generator is not None else x.device
         u = torch.rand(B, 6, generator=generator, device=dev).to(x.device)
         with torch.no_grad():
@@ -191,14 +209,7 @@ class StrongAug:
                 y = adjust_contrast_with_mean_subtraction(y, 1 + (2*u[:, 2] - 1) * self.contrast)
                 y = adjust_gamma(y, 1 + (2*u[:, 3] - 1) * self.gamma)
                 out = torch.where((u[:, 0] < self.p_jitter).view(B, 1, 1, 1), y * span + lo, xf)
-            if self.p_blur > 0:
-                s0, s1 = self.sigma
-                k = self.kernel_size or 2 * math.ceil(3 * s1) + 1
-                k = min(k, 2 * ((min(H, W) - 1) // 2) + 1)   # reflect padding needs k//2 < side
-                if k >= 3:
-                    s = s0 + u[:, 5] * (s1 - s0)
-                    blurred = gaussian_blur2d(out, (k, k), torch.stack([s, s], 1))
-                    out = torch.where((u[:, 4] < self.p_blur).view(B, 1, 1, 1), blurred, out)
+            out = random_blur(out, u[:, 4], u[:, 5], self.p_blur, self.sigma, self.kernel_size)
         return out.to(x.dtype)
 
     def __repr__(self): return (f"StrongAug(p_jitter={self.p_jitter}, brightness={self.brightness}, contrast={self.contrast}, "

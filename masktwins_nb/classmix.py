@@ -10,12 +10,11 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from kornia.enhance import adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue
-from kornia.filters import gaussian_blur2d
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastai.callback.schedule import ParamScheduler
 from fastai.optimizer import Adam
-from .callbacks import WEIGHT_MODES, LossTerm, TermsCallback, pl_weight, pseudo_label
+from .callbacks import WEIGHT_MODES, LossTerm, TermsCallback, pl_weight, pseudo_label, random_blur
 from .learner import resume_fit_setup
 
 # %% auto #0
@@ -84,7 +83,7 @@ class ColourAug:
                 )->Tensor: # augmented batch, same shape and dtype
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"ColourAug expects a normalised RGB batch (B,3,H,W), got {tuple(x.shape)} (fix: use `StrongAug` for grey-scale images)")
-        B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+        B = x.shape[0]
         dev = generator.device if generator is not None else x.device
         u = torch.rand(B, 7, generator=generator, device=dev).to(x.device)
         order = torch.randperm(4, generator=generator, device=dev).tolist()
@@ -102,14 +101,7 @@ class ColourAug:
                 for k in order:
                     if steps[k][0] > 0: y = steps[k][1](y)
                 out = torch.where((u[:, 0] < self.p_jitter).view(B, 1, 1, 1), (y - mean) / std, xf)
-            if self.p_blur > 0:
-                s0, s1 = self.sigma
-                k = self.kernel_size or 2 * math.ceil(3 * s1) + 1
-                k = min(k, 2 * ((min(H, W) - 1) // 2) + 1)   # reflect padding needs k//2 < side
-                if k >= 3:
-                    s = s0 + u[:, 6] * (s1 - s0)
-                    blurred = gaussian_blur2d(out, (k, k), torch.stack([s, s], 1))
-                    out = torch.where((u[:, 5] < self.p_blur).view(B, 1, 1, 1), blurred, out)
+            out = random_blur(out, u[:, 5], u[:, 6], self.p_blur, self.sigma, self.kernel_size)
         return out.to(x.dtype)
 
     def __repr__(self): return (f"ColourAug(p_jitter={self.p_jitter}, brightness={self.brightness}, contrast={self.contrast}, "
