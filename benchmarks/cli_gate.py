@@ -15,6 +15,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from masktwins_nb.cpu import apply_cpu_env
+apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu notebook)
 RECIPE = dict(iters=300, eval_every=100, downscale=4, crop=96, block_size=24)
 VARIANTS = {'source_only': dict(method='source_only'), 'masktwins': dict(method='masktwins', cm_gate='none'),
             'masktwins_gated': dict(method='masktwins', cm_gate='pl')}

@@ -31,6 +31,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))   # run from a checkout without installing
+from masktwins_nb.cpu import apply_cpu_env
+apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu notebook)
 
 # fixed in advance, identical across methods (CLI DATA_DEFAULTS, iters cut to fit the 30-min CPU budget)
 RECIPE = dict(iters=500, eval_every=100, crop=128, downscale=2, bs=8, lr=1e-3, width=16, depth=4, alpha=0.99,

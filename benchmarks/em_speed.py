@@ -27,6 +27,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO)); sys.path.insert(0, str(REPO/'benchmarks'))
+from masktwins_nb.cpu import apply_cpu_env
+apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu notebook)
 import torch, torch.nn.functional as F
 from em_benchmark import RECIPE, METHODS, load_arrays, domains
 

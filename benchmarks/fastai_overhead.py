@@ -24,6 +24,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO)); sys.path.insert(0, str(REPO/'benchmarks'))
+from masktwins_nb.cpu import apply_cpu_env
+apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu notebook)
 
 PHASES = ('fwd', 'loss', 'bwd', 'opt', 'rest', 'total')
 

@@ -4,29 +4,39 @@
 
 # %% ../nbs/07_cli.ipynb #cbbdb208
 from __future__ import annotations
-import os, sys, json, time, shutil, tempfile
+import os, sys, json, time
 from pathlib import Path
 import numpy as np
 import torch
-from fastcore.script import call_parse, bool_arg, store_true
+from fastcore.script import call_parse, store_true
 from fastai.torch_core import set_seed, default_device
-from .data import load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize, rescale_stack
+from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize, rescale_stack,
+                               InputError)
 from .models import UNet
 from .metrics import binary_scores
-from .learner import (METHODS, masktwins_learner, fit_iters, save_checkpoint, atomic_save, atomic_write,
-                                  predict_volume, SaveEveryEpoch, NonFiniteLossError, tune_cpu_allocator)
+from .learner import (METHODS, masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
+                                  NonFiniteLossError, tune_cpu_allocator)
+from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, check_resume, finish_run,
+                              interrupted_message, write_csv, data_identity, check_writable)
 from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
 
 # %% auto #0
-__all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'train_job', 'terminate_as_exit', 'masktwins_train',
-           'atomic_save_json', 'load_model', 'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
+__all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'check_options', 'train_job', 'terminate_as_exit',
+           'masktwins_train', 'atomic_save_json', 'load_model', 'predict_job', 'eval_job', 'masktwins_predict',
+           'masktwins_eval']
 
 # %% ../nbs/07_cli.ipynb #60f26cc4
 def _device(device):
+    "The torch device named by `device` (None/'auto': CUDA when available); one `InputError` for a device this machine lacks"
     if device in (None, '', 'auto'): return default_device() if torch.cuda.is_available() else torch.device('cpu')
-    return torch.device(device)
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise InputError(f"--device {device}: not a device name (fix: cpu, cuda or cuda:N)") from None
+    if dev.type == 'cuda' and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise InputError(f"--device {device}: this machine has {n} CUDA GPU(s) (fix: --device cpu, or leave --device out)")
+    return dev
 
 def _val_scores(model, dl, device):
     "Foreground scores over all validation slices of `dl` together."
@@ -60,58 +70,11 @@ def plot_curves(rows, evals, iters_per_eval, fname=None, title=''):
     if fname is not None: fig.savefig(fname, dpi=72); plt.close(fig)
     return fig
 
-# %% ../nbs/07_cli.ipynb #5ee9eb5f
-def _write_csv(rows, fname):
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k != 'iter', k))
-    with open(fname, 'w') as f:
-        f.write(','.join(keys) + '\n')
-        for r in rows: f.write(','.join('' if r.get(k) is None else f'{r[k]:.6g}' for k in keys) + '\n')
-
 # %% ../nbs/07_cli.ipynb #3b25f646
-def _read_checkpoint(fname)->dict:
-    "`torch.load(weights_only=True)` with clear errors for a missing file or one that is not a masktwins checkpoint"
-    if not Path(fname).is_file(): raise FileNotFoundError(f"{fname}: no such checkpoint (fix: pass the model.pth written by masktwins_train)")
-    try: ck = torch.load(fname, map_location='cpu', weights_only=True)
-    except Exception as e: ck, err = None, f"{type(e).__name__}: {str(e)[:200]}"
-    if not isinstance(ck, dict) or 'model' not in ck:
-        raise ValueError(f"{fname}: not a readable masktwins checkpoint ({err if ck is None else 'no model weights in it'}) "
-                         "(fix: pass a model.pth / model.interrupted.pth written by masktwins_train)")
-    return ck
-
-def _resume_file(out, resume)->Path|None:
-    "The checkpoint to resume: `resume` itself, or with `resume=True` out/model.interrupted.pth, else out/model.pth, else None"
-    if resume is False or resume is None: return None
-    if resume is not True:
-        f = Path(resume)
-        if not f.is_file(): raise FileNotFoundError(f"{f}: no such checkpoint (fix: pass the model.interrupted.pth or model.pth of the run)")
-        return f
-    return next((f for f in (Path(out)/'model.interrupted.pth', Path(out)/'model.pth') if f.is_file()), None)
-
-def _check_resume(ck, meta):
-    "Refuse a checkpoint of another method, model, preset or preprocessing, naming what differs"
-    old = _read_checkpoint(ck).get('meta') or {}
-    diff = [k for k in ('method', 'model', 'preset', 'downscale', 'seed') if old.get(k) != meta.get(k)]
-    if diff: raise ValueError(f"{ck}: checkpoint of another run ({', '.join(f'{k}: {old.get(k)!r} vs {meta.get(k)!r}' for k in diff)}) "
-                              "(fix: resume with the settings of that run, or start afresh in another --out)")
-
-def _keep_interrupted(tmp:Path, # the run's temporary folder
-                      out:Path, # the run's output folder
-                      e:BaseException, # what stopped the run
-                      main:bool=True, # the process that writes `out`
-                     )->Path: # out/model.interrupted.pth (it may not exist: no epoch was complete)
-    "After a failed run: move the last complete checkpoint in `tmp` to `out/model.interrupted.pth`, remove `tmp`, say how to resume"
-    kept = out/'model.interrupted.pth'
-    if main and (tmp/'model.pth').exists(): out.mkdir(parents=True, exist_ok=True); os.replace(tmp/'model.pth', kept)
-    shutil.rmtree(tmp, ignore_errors=True)
-    if main and kept.exists() and isinstance(e, (KeyboardInterrupt, SystemExit)):
-        why = 'interrupted' if isinstance(e, KeyboardInterrupt) else 'terminated (SIGTERM)' if e.code == 143 else f'exit {e.code}'
-        print(f"{why}; the last complete checkpoint is {kept}: continue with resume=True / --resume", file=sys.stderr)
-    return kept
-
 def _distributed(flag=None)->tuple: # (world size, rank)
     "World size and rank of a `torchrun` / `accelerate launch` (Accelerate joins the process group when training starts)"
     world = num_distrib()
-    if flag and world < 2: raise ValueError("distributed training needs several processes (fix: launch with "
+    if flag and world < 2: raise InputError("distributed training needs several processes (fix: launch with "
                                            "`accelerate launch --multi_gpu --num_processes N $(which masktwins_train) ...` "
                                            "or `torchrun --nproc_per_node N $(which masktwins_train) ...`)")
     if world < 2 or flag is False: return 1, 0
@@ -124,6 +87,24 @@ def _local_device():
 SYNTHETIC_DEFAULTS = dict(alpha=0.99, iters=300, crop=64, downscale=1, bs=8, lr=2e-3, eval_every=100, block_size=16, width=16, depth=3, cm_gate='none')
 DATA_DEFAULTS = dict(alpha=0.99, iters=1000, crop=128, downscale=2, bs=8, lr=1e-3, eval_every=250, block_size=32, width=16, depth=4, cm_gate='pl')
 
+_POSITIVE = ('iters', 'crop', 'downscale', 'bs', 'eval_every', 'block_size', 'width', 'depth')
+_CHOICES = dict(cm_gate=('none', 'pl'), weight_mode=('ratio', 'pixel', 'two_sided'))
+
+def check_options(**opts):
+    "One `InputError` naming the first option outside its allowed range (before any data is read)"
+    def bad(k, v, rule): raise InputError(f"--{k} {v}: {rule}")
+    for k, v in opts.items():
+        if v is None: continue
+        if k in _POSITIVE and (not float(v).is_integer() or v < 1): bad(k, v, "must be a whole number >= 1")
+        if k in ('ratio', 'alpha') and not 0 <= v < 1: bad(k, v, "must lie in [0, 1)")
+        if k == 'threshold' and not 0 <= v <= 1: bad(k, v, "must lie in [0, 1]")
+        if k in ('cm_weight',) and not v >= 0: bad(k, v, "must be >= 0")
+        if k == 'lr' and not v > 0: bad(k, v, "must be > 0")
+        if k in _CHOICES and v not in _CHOICES[k]: bad(k, v, f"choose one of {', '.join(_CHOICES[k])}")
+    if opts.get('method') is not None and opts['method'] not in METHODS:
+        raise InputError(f"Unknown method {opts['method']!r}; choose one of {', '.join(METHODS)}")
+
+# %% ../nbs/07_cli.ipynb #032a562d
 def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
               target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
               target_test:str=None, # labelled target test data (default: the test split of `target`)
@@ -149,69 +130,69 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
               amp:bool=False, # mixed precision
               progress:bool=True, # progress bars
               resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
+              overwrite:bool=False, # replace an earlier run in `out` (its own files only; nothing else in `out` is touched)
               cbs=None, # extra fastai callbacks
               distributed:bool=None, # data-parallel over the processes of a `torchrun`/`accelerate launch`; None: when WORLD_SIZE > 1
+              source_masks:str=None, # masks of `source` when it is a volume file or a folder of slices
+              target_test_masks:str=None, # masks of `target_test` when it is a volume file or a folder of slices
              )->dict:
-    "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Inputs are checked first (`check_inputs`)."
-    if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if (source is None) != (target is None): raise ValueError("Give both --source and --target, or neither (synthetic default)")
+    "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Everything is checked first."
+    if (source is None) != (target is None): raise InputError("Give both --source and --target, or neither (synthetic default)")
     d = dict(SYNTHETIC_DEFAULTS if source is None else DATA_DEFAULTS)
-    for k, v in dict(iters=iters, crop=crop, downscale=downscale, bs=bs, lr=lr, eval_every=eval_every,
-                     block_size=block_size, width=width, depth=depth, alpha=alpha, cm_gate=cm_gate).items():
-        if v is not None: d[k] = v
+    d.update({k: v for k, v in dict(iters=iters, crop=crop, downscale=downscale, bs=bs, lr=lr, eval_every=eval_every,
+              block_size=block_size, width=width, depth=depth, alpha=alpha, cm_gate=cm_gate).items() if v is not None})
+    check_options(method=method, ratio=ratio, cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, **d)
+    world, rank = _distributed(distributed)
+    main = rank == 0   # only the first process writes to `out`
+    dev = _device(device) if world == 1 or device is not None else _local_device()
+    out = Path(out)
+    if main: check_run_folder(out, resume, overwrite)
     if source is None: src, tgt, tst = synthetic_em_pair(seed=seed)
     else:
-        src = load_domain(source, split='train')
+        src = load_domain(source, split='train', mask_path=source_masks)
         tgt = load_domain(target, split='train', labels=False)
-        tst = load_domain(target_test, split='test') if target_test is not None else load_domain(target, split='test')
+        tst = load_domain(target_test or target, split='test', mask_path=target_test_masks)
         check_inputs(src, tgt, tst, crop=d['crop'], downscale=d['downscale'],
                      paths=dict(source=source, target=target, target_test=target_test or target))
-    world, rank = _distributed(distributed)
-    dev = _device(device) if world == 1 or device is not None else _local_device()
+    recipe = dict(d, ratio=ratio, cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, amp=bool(amp))
+    meta = dict(model=dict(name='UNet', in_ch=1, n_classes=2, depth=d['depth'], width=d['width']), downscale=d['downscale'],
+                method=method, seed=seed, recipe=recipe, data=data_identity(source=src, target=tgt, target_test=tst))
+    ck = resume_file(out, resume)
+    if ck is not None: check_resume(ck, meta)
+    if main: prepare_run(out, resume, overwrite)   # the first write: the folder, stale temporaries gone, an old run replaced
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 06_learner)
-    ck = _resume_file(out, resume)
     set_seed(seed, reproducible=True)
     eval_every = min(d['eval_every'], d['iters'])
     # several processes share each epoch's crops (`RankDL`): N x the batches, so every rank does `eval_every` steps per epoch
     dls = em_dataloaders(src, tgt, tst, crop=d['crop'], downscale=d['downscale'], bs=d['bs'], iters_per_epoch=eval_every * world,
                          seed=seed, device=dev)
     model = UNet(in_ch=1, n_classes=2, depth=d['depth'], width=d['width'])
-    meta = dict(model=dict(name='UNet', in_ch=1, n_classes=2, depth=d['depth'], width=d['width']), downscale=d['downscale'],
-                method=method, seed=seed)
-    if ck is not None: _check_resume(ck, meta)
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    main = rank == 0   # only the first process writes to `out`
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent) if main else tempfile.mkdtemp())
     learn = masktwins_learner(dls, model, method=method, alpha=d['alpha'], block_size=d['block_size'], ratio=ratio, cm_weight=cm_weight,
                               cm_gate=d['cm_gate'], threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
-                              cbs=([SaveEveryEpoch(tmp/'model.pth', meta=meta)] if main else [])
-                                  + list(cbs or []))
+                              cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
     t0 = time.time()
     try:
         with distributed_ctx(learn) if world > 1 else nullcontext(), (nullcontext() if progress else learn.no_bar()), \
              (nullcontext() if progress else learn.no_logging()):
             fit_iters(learn, d['iters'] * world, d['lr'], resume=ck)   # iterations of the whole loader: `iters` steps per rank
-        secs = time.time() - t0
-        scores = _val_scores(learn.model, dls.valid, dev)
-        rows, evals = _history(learn)
-        res = dict(method=method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
-                   resumed_from=None if ck is None else str(ck), config=dict(d, ratio=ratio,
-                   cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, seed=seed, device=str(dev), world_size=world,
-                   source=source or 'synthetic', target=target or 'synthetic'), evaluations=evals)
-        if main:
-            (tmp/'metrics.json').write_text(json.dumps(res, indent=1))
-            _write_csv(rows, tmp/'history.csv')
-            plot_curves(rows, evals, eval_every, tmp/'curves.png', title=method)
-            if out.exists(): shutil.rmtree(out)
-            os.replace(tmp, out)
-        else: shutil.rmtree(tmp, ignore_errors=True)
     except BaseException as e:
-        kept = _keep_interrupted(tmp, out, e, main)
+        msg = interrupted_message(out, e) if main else None
         if isinstance(e, NonFiniteLossError):
-            msg = str(e).replace(str(tmp/'model.pth'), str(kept))
-            if kept.exists(): msg = msg.replace(' (fix:', '; once fixed, continue it with resume=True / --resume (fix:', 1)
-            raise NonFiniteLossError(msg) from None
+            raise NonFiniteLossError(str(e).replace(' (fix:', '; once fixed, continue it with resume=True / --resume (fix:', 1)
+                                     if msg else str(e)) from None
+        if msg: print(msg, file=sys.stderr)
         raise
+    secs = time.time() - t0
+    scores = _val_scores(learn.model, dls.valid, dev)
+    rows, evals = _history(learn)
+    res = dict(method=method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
+               resumed_from=None if ck is None else str(ck), config=dict(recipe, seed=seed, device=str(dev), world_size=world,
+               source=str(source or 'synthetic'), target=str(target or 'synthetic')), evaluations=evals)
+    if main:   # results first, the rename last: a folder with model.pth holds a finished run
+        atomic_write(out/'metrics.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
+        write_csv(rows, out/'history.csv')
+        atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, eval_every, f, title=method))
+        finish_run(out)
     return res
 
 # %% ../nbs/07_cli.ipynb #e7dfda67
@@ -234,14 +215,15 @@ def _table(results:dict)->str:
         lines.append(f"{m:<12} {s['iou']:6.3f} {s['f1']:6.3f} {s['mcc']:6.3f} {s['ap']:6.3f} {r['seconds']:8.1f}")
     return '\n'.join(lines)
 
-def _preset_main(preset, source, target, target_test, method, out, seed, device, quiet, downscale, pretrained, resume=False, **kw):
+def _preset_main(preset, source, target, target_test, method, out, seed, device, quiet, downscale, pretrained, resume=False,
+                 overwrite=False, **kw):
     "`masktwins_train --preset ...`: train a natural-image preset (see the 14_synthia2cityscapes notebook) and print mIoU16/13"
-    if source is None or target is None: raise ValueError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
+    if source is None or target is None: raise InputError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
     from masktwins_nb.recipes import preset_job, PRESETS
-    if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     ov = {k: v for k, v in kw.items() if k in PRESETS[preset] and v is not None}
     r = preset_job(source, target, preset, target_test=target_test, out=out, downscale=downscale or 1, pretrained=pretrained,
-                   method=method, seed=seed, device=device, progress=not quiet, resume=resume, **ov)
+                   method=method, seed=seed, device=device, progress=not quiet, resume=resume, overwrite=overwrite, **ov)
     if rank_distrib() == 0:
         print(f"{preset} ({method}, {r['iters']} iterations, {r['seconds']:.0f} s): mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
     return r
@@ -274,6 +256,9 @@ def masktwins_train(
     amp:store_true=False, # mixed precision
     quiet:store_true=False, # no progress bars
     resume:store_true=False, # continue interrupted runs from out/<method>/model.interrupted.pth (or model.pth)
+    overwrite:store_true=False, # replace earlier runs in out/<method>/ (only their own files; anything else there is kept)
+    source_masks:str=None, # masks of --source when it is a volume file or a folder of slices (file, folder or f.h5/key)
+    target_test_masks:str=None, # masks of --target_test when it is a volume file or a folder of slices
     preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (needs the natural extra; see 14_synthia2cityscapes)
     variant:str=None, # preset model: mit_b0 ... mit_b5 (default mit_b5) or tiny
     pretrained:str=None, # preset: local ImageNet MiT weights file (official mit_bX.pth or HuggingFace naming)
@@ -282,14 +267,21 @@ def masktwins_train(
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
     if preset is not None:
         with terminate_as_exit(): return _preset_main(**{k: v for k, v in locals().items() if k != 'preset'}, preset=preset)
+    check_options(method=method, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs, eval_every=eval_every,
+                  block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight, cm_gate=cm_gate, threshold=threshold,
+                  weight_mode=weight_mode, width=width, depth=depth)   # before anything is printed or read
+    if rank_distrib() == 0: _device(device)
     methods = [method]
     if source is None and target is None: methods = ['source_only', 'masktwins'] if method == 'masktwins' else list(dict.fromkeys(['source_only', method]))
     elif baseline and method != 'source_only': methods = ['source_only', method]
     kw = dict(source=source, target=target, target_test=target_test, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs,
               seed=seed, device=device, eval_every=eval_every, block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight, cm_gate=cm_gate,
-              threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet, resume=resume, distributed=distributed or None)
+              threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet, resume=resume,
+              overwrite=overwrite, distributed=distributed or None, source_masks=source_masks, target_test_masks=target_test_masks)
     results, main = {}, rank_distrib() == 0
     say = print if main else (lambda *a, **k: None)   # one process talks
+    if main:   # every method's folder is checked before the first one trains
+        for m in methods: check_run_folder(Path(out)/m, resume, overwrite)
     with terminate_as_exit():   # a SIGTERM (scheduler, kill) ends the run like a crash: last checkpoint kept
         for m in methods:
             say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
@@ -307,19 +299,36 @@ def atomic_save_json(obj, fname):
     return atomic_write(fname, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 # %% ../nbs/07_cli.ipynb #7fa636a6
+def _arch(sd:dict)->str:
+    "Width, depth and classes of a U-Net state dict, for messages"
+    enc = [k for k in sd if k.endswith('.weight') and sd[k].ndim == 4]
+    w = sd[enc[0]].shape[0] if enc else '?'
+    head = sd[enc[-1]].shape[0] if enc else '?'
+    return f"width {w}, {len(enc)} conv layers, {head} classes"
+
 def load_model(fname, # checkpoint written by `train_job` / `save_checkpoint`
                use:str='student', # 'student' or 'teacher' weights
                device=None, # where to put the model
               )->tuple: # (model, meta)
     "Rebuild the model described in a checkpoint and load its weights."
-    ck = _read_checkpoint(fname)
+    ck = read_checkpoint(fname)
     meta = ck.get('meta', {}); cfg = dict(meta.get('model', {}))
-    if cfg.pop('name', 'UNet') != 'UNet': raise ValueError(f"{fname}: only UNet checkpoints can be rebuilt from their description")
+    if cfg.pop('name', 'UNet') != 'UNet': raise InputError(f"{fname}: only UNet checkpoints can be rebuilt from their description")
     model = UNet(**cfg)
     sd = ck['teacher'] if use == 'teacher' else ck['model']
-    if sd is None: raise ValueError(f"{fname} has no {use} weights (source-only runs have no teacher); use the student")
-    model.load_state_dict(sd)
+    if sd is None: raise InputError(f"{fname} has no {use} weights (source-only runs have no teacher); use the student")
+    try: model.load_state_dict(sd)
+    except RuntimeError:
+        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit the model it describes ({_arch(model.state_dict())}) "
+                         "(fix: pass an unmodified checkpoint written by masktwins_train)") from None
     return model.to(_device(device)).eval(), meta
+
+def _out_name(input)->str:
+    "Output stem for `input`: the whole file name without its extension, plus the HDF5 dataset if one is named"
+    s = str(input).rstrip('/'); p = Path(s)
+    parts = s.split('.h5/') if '.h5/' in s else None
+    if parts: return Path(parts[0]).name + '_' + parts[1].replace('/', '_')
+    return p.stem if p.suffix.lower() in ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.bmp', '.h5', '.hdf5', '.hdf', '.he5') else p.name
 
 def predict_job(checkpoint:str, # checkpoint (model.pth)
                 input:str, # TIFF/PNG stack, folder of slices or HDF5 file
@@ -330,35 +339,61 @@ def predict_job(checkpoint:str, # checkpoint (model.pth)
                 use:str='student', # student or teacher weights
                 device:str=None, # cpu, cuda, ...
                 progress:bool=True,
+                overwrite:bool=False, # replace existing <name>_prob.tif / <name>_mask.tif
                )->dict: # paths written
-    "Predict a stack with a trained checkpoint; write probability and mask TIFFs."
+    "Predict a stack with a trained checkpoint; write probability and mask TIFFs (never over existing ones unless `overwrite`)."
     import tifffile
+    if not (float(tile).is_integer() and tile >= 16): raise InputError(f"--tile {tile}: must be a whole number >= 16")
+    if not 0 <= overlap < 1: raise InputError(f"--overlap {overlap}: must lie in [0, 1)")
+    if not 0 <= thr <= 1: raise InputError(f"--thr {thr}: must lie in [0, 1]")
+    out = Path(out); stem = _out_name(input)
+    paths = dict(prob=out/f'{stem}_prob.tif', mask=out/f'{stem}_mask.tif')
+    check_writable(out, '--out')
+    have = [str(p) for p in paths.values() if p.exists()]
+    if have and not overwrite: raise InputError(f"{have[0]} exists (fix: --overwrite to replace it, or another --out)")
     model, meta = load_model(checkpoint, use=use, device=device)
-    vol = read_stack(input)
+    vol = read_stack(input)   # refuses NaN/inf pixels, naming the slice
     n, h, w = vol.shape
     f = meta.get('downscale', 1) or 1
     x = normalize(rescale_stack(vol, f, 'area') if f != 1 else vol.astype(np.float32))
     prob = predict_volume(model, x, tile=tile, overlap=overlap, progress=progress)
     if prob.shape[1:] != (h, w):
         prob = torch.nn.functional.interpolate(torch.from_numpy(prob)[:, None], size=(h, w), mode='bilinear', align_corners=False)[:, 0].numpy()
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    stem = Path(str(input).rstrip('/')).name.split('.')[0]
-    paths = dict(prob=out/f'{stem}_prob.tif', mask=out/f'{stem}_mask.tif')
     for k, a in (('prob', prob.astype(np.float32)), ('mask', ((prob >= thr) * 255).astype(np.uint8))):
-        atomic_write(paths[k], lambda f: tifffile.imwrite(f, a, compression='zlib'))
+        atomic_write(paths[k], lambda f: tifffile.imwrite(f, a, compression='zlib', photometric='minisblack'))
     return paths
 
 # %% ../nbs/07_cli.ipynb #48bf57ed
-def eval_job(pred:str, # predicted probability (float) or mask (0/255, 0/1) stack
+def _as_probability(p:np.ndarray, name, scale:float|None=None)->np.ndarray:
+    "Probabilities in [0, 1] from a prediction stack: bool / 0-1 / uint8 0-255 by dtype, floats as they are; anything else refused"
+    if scale is not None:
+        if not scale > 0: raise InputError(f"--scale {scale}: must be > 0")
+        p = p.astype(np.float32) / scale
+    elif p.dtype == bool: p = p.astype(np.float32)
+    elif p.dtype.kind in 'ui':
+        hi = int(p.max())
+        if hi > 255:
+            raise InputError(f"{name}: integer values up to {hi} (fix: pass --scale, e.g. {np.iinfo(p.dtype).max} or 100)")
+        p = p.astype(np.float32) / (255. if hi > 1 else 1.)
+    else: p = p.astype(np.float32)
+    bad = int((~np.isfinite(p)).sum())
+    if bad: raise InputError(f"{name}: {bad} non-finite values (NaN/inf) (fix: a probability map has none; check the file)")
+    lo, hi = float(p.min()), float(p.max())
+    if lo < 0 or hi > 1:
+        raise InputError(f"{name}: values in [{lo:.6g}, {hi:.6g}], outside [0, 1] (fix: pass probabilities, or --scale S "
+                         "to divide by S, e.g. 100 for percentages; logits need a sigmoid/softmax first)")
+    return p
+
+def eval_job(pred:str, # predicted probability (float, 0..1) or mask (0/1, 0/255) stack
              truth:str, # ground-truth mask stack
              thr:float=0.5, # threshold on the probability
              out:str=None, # JSON file to write the metrics to
+             scale:float=None, # divide the prediction by this first (e.g. 100 for a percent map)
             )->dict:
     "Foreground IoU, F1, MCC and AP of a prediction stack against the truth."
-    p = read_stack(pred).astype(np.float32)
-    if p.max() > 1: p = p / 255.
+    p = _as_probability(read_stack(pred), pred, scale)
     t = read_masks(truth)
-    if p.shape != t.shape: raise ValueError(f"prediction {pred} has shape {p.shape} but truth {truth} has {t.shape}")
+    if p.shape != t.shape: raise InputError(f"prediction {pred} has shape {p.shape} but truth {truth} has {t.shape}")
     res = {k: float(v) for k, v in binary_scores(p, t, thr=thr).items()}
     if out: atomic_save_json(res, out)
     return res
@@ -374,9 +409,11 @@ def masktwins_predict(
     thr:float=0.5, # foreground probability threshold of the mask
     teacher:store_true=False, # use the EMA teacher's weights instead of the student's
     device:str=None, # cpu, cuda, ... (default: cuda when available)
+    overwrite:store_true=False, # replace existing output files
 ):
     "Predict foreground probabilities and masks for an image stack with a trained model."
-    paths = predict_job(checkpoint, input, out=out, tile=tile, overlap=overlap, thr=thr, use='teacher' if teacher else 'student', device=device)
+    paths = predict_job(checkpoint, input, out=out, tile=tile, overlap=overlap, thr=thr, use='teacher' if teacher else 'student', device=device,
+                        overwrite=overwrite)
     for k, p in paths.items(): print(f"{k}: {p}")
 
 @call_parse
@@ -385,7 +422,8 @@ def masktwins_eval(
     truth:str, # ground-truth masks
     thr:float=0.5, # threshold on the probability
     out:str=None, # write the metrics to this JSON file
+    scale:float=None, # divide the prediction by this first (e.g. 100 for a percent map, 65535 for uint16)
 ):
     "Score a prediction against ground truth: foreground IoU, F1, MCC and AP over all slices."
-    r = eval_job(pred, truth, thr=thr, out=out)
+    r = eval_job(pred, truth, thr=thr, out=out, scale=scale)
     print('  '.join(f'{k.upper()} {v:.4f}' for k, v in r.items()))

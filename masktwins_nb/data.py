@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #2213cdd7
 from __future__ import annotations
-import os, re, shutil, tempfile, warnings, zipfile, urllib.request, urllib.error
+import os, re, shutil, logging, tempfile, warnings, zipfile, urllib.request, urllib.error
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,21 +16,32 @@ from fastai.data.core import DataLoaders
 from fastai.torch_core import default_device
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'H5_EXTS', 'LAYOUTS', 'VNC3_URL', 'LUCCHI_URL', 'LUCCHI_FILES', 'SYNTH_STYLES', 'EMDataError',
-           'natural_key', 'list_slices', 'read_slice', 'read_stack', 'binarize_mask', 'read_masks', 'normalize',
-           'rescale_stack', 'EMDomain', 'repo_root', 'data_root', 'detect_layout', 'load_domain', 'download_file',
-           'download_vnc3', 'download_lucchi', 'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair',
-           'EMCropDataset', 'EMSliceDataset', 'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
+__all__ = ['IMG_EXTS', 'H5_EXTS', 'LAYOUTS', 'VNC3_URL', 'LUCCHI_URL', 'LUCCHI_FILES', 'SYNTH_STYLES', 'InputError',
+           'EMDataError', 'MissingInputError', 'InputIndexError', 'natural_key', 'list_slices', 'read_slice',
+           'read_stack', 'binarize_mask', 'read_masks', 'normalize', 'rescale_stack', 'EMDomain', 'repo_root',
+           'data_root', 'detect_layout', 'load_domain', 'download_file', 'download_vnc3', 'download_lucchi',
+           'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair', 'EMCropDataset', 'EMSliceDataset',
+           'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
 
 # %% ../nbs/02_data.ipynb #77c6e891
-class EMDataError(ValueError):
+class InputError(ValueError):
+    "Bad input from the user (data, files, arguments): the message names what is wrong and the fix"
+
+class EMDataError(InputError):
     "Bad EM input; the message names the offending file, the problem and the fix"
+
+class MissingInputError(InputError, FileNotFoundError):
+    "A file or folder the user named does not exist"
+
+class InputIndexError(InputError, IndexError):
+    "An index (slice, page) the user gave is out of range"
 
 def _fail(path, # the offending file or folder
           problem:str, # what is wrong with it
           fix:str='', # how to fix it
           cls=EMDataError):
-    "Raise `cls` with a message '<path>: <problem> (fix: <fix>)'"
+    "Raise `cls` with a message '<path>: <problem> (fix: <fix>)'; built-in classes become their `InputError` kind"
+    cls = {FileNotFoundError: MissingInputError, IndexError: InputIndexError}.get(cls, cls)
     raise cls(f"{path}: {problem}" + (f" (fix: {fix})" if fix else ""))
 
 # %% ../nbs/02_data.ipynb #028767a2
@@ -52,13 +63,30 @@ def list_slices(folder, # a folder of 2-D image slices
                      "point to the folder holding the 2-D slices, or to a volume file (.tif/.h5)")
     return sorted(fs, key=lambda p: natural_key(p.name))
 
+# %% ../nbs/02_data.ipynb #c8alpha0
+def _check_alpha(g, # grey mask data (..., H, W)
+                 alpha, # its alpha channel, same shape
+                 path, # file, for the message
+                 idx=None, # slice numbers of the leading axis (volumes), for the message
+                ):
+    "Fail if a mask's alpha marks other pixels than its colour (e.g. a mask drawn in alpha only); constant alpha: fine"
+    g2, a2 = g.reshape(-1, *g.shape[-2:]), alpha.reshape(-1, *alpha.shape[-2:])
+    varies = a2.min((1, 2)) != a2.max((1, 2))
+    bad = np.flatnonzero(varies & ((g2 > 0) != (a2 > 0)).any((1, 2)))
+    if not len(bad): return
+    _fail(f"{path}" + (f" (slice {idx[bad[0]]})" if idx is not None else ''),
+          "mask colour channels disagree with its alpha channel (is the mask drawn in alpha only?)",
+          "save the mask as one grey channel without alpha; if alpha holds it: Image.open(f).getchannel('A').save(f)")
+
 # %% ../nbs/02_data.ipynb #eb3dc973
 def _luminance(c): return (c[..., 0]*0.299 + c[..., 1]*0.587 + c[..., 2]*0.114).astype(np.float32)
 
-def _decolour(a, path, kind, where=''):
-    "Reduce channels-last colour data `a` (..., C) to grey, or fail for coloured masks"
+def _decolour(a, path, kind, where='', idx=None):
+    "Reduce channels-last colour data `a` (..., C) to grey, or fail for coloured masks (and masks with a disagreeing alpha)"
     c = a[..., :3] if a.shape[-1] >= 3 else a[..., :1]   # drop alpha
-    if (c == c[..., :1]).all(): return c[..., 0]
+    if (c == c[..., :1]).all():
+        if kind == 'mask' and a.shape[-1] in (2, 4): _check_alpha(c[..., 0], a[..., -1], path, idx)
+        return c[..., 0]
     if kind == 'image' and c.shape[-1] == 3: return _luminance(c)
     _fail(path, f"colour {kind}{where} (shape {a.shape}, channels differ)",
           "save masks as single-channel (greyscale or palette) images; a 3- or 4-slice TIFF volume may have been "
@@ -88,6 +116,7 @@ def read_slice(path, # a 2-D TIFF/PNG/JPEG/BMP file
         else:
             with Image.open(p) as im:
                 if im.mode == '1': a = np.array(im.convert('L')) > 127 if kind == 'mask' else np.array(im.convert('L'))
+                elif im.mode == 'LA' and kind == 'mask': a = np.array(im)   # (H, W, 2): alpha checked by `_decolour`
                 elif im.mode in ('LA', 'CMYK', 'YCbCr') or (im.mode == 'P' and kind == 'image'):
                     a = np.array(im.convert('RGB' if im.mode == 'CMYK' else 'L'))
                 else: a = np.array(im)
@@ -108,6 +137,49 @@ def _select(n:int, slices, path):
     bad = [i for i in idx if not -n <= i < n]
     if bad: _fail(path, f"slice index {bad[0]} out of range for {n} slices", "pick indices in [0, n)", cls=IndexError)
     return [i % n for i in idx]
+
+# %% ../nbs/02_data.ipynb #c6tiflog
+class _TiffLog(logging.Handler):
+    "In a `with` block, collect what tifffile logs at ERROR level (it logs, not raises, when a page list is broken)"
+    def __init__(self): super().__init__(logging.ERROR); self.msgs = []
+    def emit(self, record): self.msgs.append(record.getMessage())
+    def __enter__(self): logging.getLogger('tifffile').addHandler(self); return self
+    def __exit__(self, *exc): logging.getLogger('tifffile').removeHandler(self)
+
+def _tiff_expected(tf)->int:
+    "Number of pages the TIFF's ImageJ or tifffile (`shaped`) metadata announces, else the number listed"
+    n, pg = len(tf.pages), tf.pages[0]
+    if tf.is_imagej: return max(n, int((tf.imagej_metadata or {}).get('images', 1)))
+    if tf.is_shaped and len(tf.shaped_metadata) == 1:
+        return max(n, int(np.prod(tf.shaped_metadata[0].get('shape', pg.shape))) // max(1, int(np.prod(pg.shape))))
+    return n
+
+# %% ../nbs/02_data.ipynb #c6tifchk
+def _check_tiff_pages(tf, # an open `tifffile.TiffFile`
+                      path, # its path, for the message
+                      errs=(), # what tifffile logged while listing the pages (`_TiffLog`)
+                     ):
+    "Fail naming the first page that cannot be read: missing from the page list, or its data beyond the end of the file"
+    size, n, exp, s = tf.filehandle.size, len(tf.pages), _tiff_expected(tf), tf.series[0]
+    def end(p): return max((o + c for o, c in zip(p.dataoffsets, p.databytecounts)), default=0)
+    if s.dataoffset is not None: ok = min(exp, max(0, size - s.dataoffset) // max(1, tf.pages[0].nbytes))  # one block
+    else:
+        uf, tf.pages.useframes = tf.pages.useframes, True   # frames: the data offsets only, several times faster
+        try: ok = next((i for i, p in enumerate(tf.pages) if end(p) > size), n)
+        finally: tf.pages.useframes = uf
+    if ok == exp and not errs: return
+    k = ok if ok < exp else n
+    total = f"at least {n + 1}" if errs and exp == n else exp   # a broken page list: more pages than listed
+    why = f"tifffile: {errs[0]}" if errs else f"the file ends at byte {size}"
+    _fail(path, f"truncated or corrupt TIFF: page {k} (counting from 0) cannot be read; "
+                f"{k} of {total} pages readable ({why})",
+          "the file is incomplete (an interrupted copy or download?): copy, download or export it again")
+
+def _planes_are_slices(tf)->bool:
+    "One planar RGB(A) page that tifffile wrote from a (3|4, H, W) array (its default for those): 3|4 grey slices"
+    pg = tf.pages[0]
+    return (len(tf.pages) == 1 and pg.planarconfig == 2 and pg.samplesperpixel in (3, 4) and tf.is_shaped
+            and list(tf.shaped_metadata[0].get('shape', ())) == list(pg.shape))
 
 # %% ../nbs/02_data.ipynb #10245abf
 def _split_h5(path, key):
@@ -142,22 +214,28 @@ class _Stack:
             elif ext in ('.tif', '.tiff'): self.kind = 'tiff'
             elif ext in IMG_EXTS: self.kind = 'image'
             else: _fail(p, f"unknown file type '{ext}'", f"use a folder of slices, a TIFF ({', '.join(IMG_EXTS)}) or an HDF5 file ({', '.join(H5_EXTS)})")
-        self._n = None
+        self._n = self._info = None
 
     def _tiff_info(self):
-        try:
-            with tifffile.TiffFile(self.path) as tf:
-                pg = tf.pages[0]
-                return len(tf.pages), tf.series[0].shape, pg.samplesperpixel, pg.planarconfig == 2
-        except Exception as e: _fail(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
+        "(pages, series shape, samples per pixel, planar, planes are slices), once all pages are known to be readable"
+        if self._info is None:
+            try:
+                with _TiffLog() as log, tifffile.TiffFile(self.path) as tf:
+                    npg, errs, pg = len(tf.pages), list(log.msgs), tf.pages[0]
+                    _check_tiff_pages(tf, self.path, errs)
+                    spp, planar, planes = pg.samplesperpixel, pg.planarconfig == 2, _planes_are_slices(tf)
+                    self._info = npg, tf.series[0].shape, spp, planar, planes
+            except EMDataError: raise
+            except Exception as e: _fail(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
+        return self._info
 
     def __len__(self):
         if self._n is None:
             if self.kind == 'folder': self._n = len(self.files)
             elif self.kind == 'image': self._n = 1
             elif self.kind == 'tiff':
-                npg, shp, spp, _ = self._tiff_info()
-                self._n = npg if npg > 1 else (shp[0] if len(shp) - (spp > 1) == 3 else 1)
+                npg, shp, spp, _, planes = self._tiff_info()
+                self._n = spp if planes else npg if npg > 1 else (shp[0] if len(shp) - (spp > 1) == 3 else 1)
             else:
                 import h5py
                 try:
@@ -194,20 +272,32 @@ class _Stack:
                 else:   # h5py wants increasing, unique indices
                     o = sorted(set(idx)); a = d[o][[o.index(i) for i in idx]]
         else:
-            npg, shp, spp, planar = self._tiff_info()
+            npg, shp, spp, planar, planes = self._tiff_info()
+            whole = not (npg > 1 and npg == len(self))   # one page (or one block of data) holds every slice
             try:
-                with tifffile.TiffFile(self.path) as tf:
-                    a = tf.asarray(key=idx) if npg > 1 and npg == len(self) else tf.asarray()
+                with tifffile.TiffFile(self.path) as tf: a = tf.asarray() if whole else tf.asarray(key=idx)
             except Exception as e: _fail(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
-            if spp > 1: a = _decolour(np.moveaxis(a, -3, -1) if planar else a, self.path, kind)
+            if spp > 1 and not planes:
+                at = None if len(self) == 1 else range(len(self)) if whole else idx   # slice numbers, for messages
+                a = _decolour(np.moveaxis(a, -3, -1) if planar else a, self.path, kind, idx=at)
             if a.ndim == 2: a = a[None]
-            if not (npg > 1 and npg == len(self)) and a.ndim == 3: a = a[idx]
+            if whole and a.ndim == 3: a = a[idx]
         if a.dtype == bool: a = a.astype(np.uint8)
         if a.ndim == 2: a = a[None]
         if a.ndim != 3 or a.shape[0] != len(idx):
             _fail(self.path, f"expected a 2-D image or an (N, H, W) volume, got shape {a.shape}", "store one grey channel per slice")
         if 0 in a.shape: _fail(self.path, f"empty volume (shape {a.shape})")
+        if kind == 'image' and a.dtype.kind in 'fc': self._check_finite(a, idx)
         return a
+
+    def _check_finite(self, a, idx):
+        "Refuse NaN/inf pixels, naming the first bad slice and counting the bad pixels"
+        bad = (~np.isfinite(a)).reshape(len(a), -1).sum(1)
+        if not bad.any(): return
+        k = np.flatnonzero(bad); first = int(k[0])
+        more = f"; {len(k) - 1} more slice(s) with {int(bad.sum() - bad[first])} more" if len(k) > 1 else ''
+        _fail(self.name(idx[first]), f"{int(bad[first])} non-finite pixel value(s) (NaN/inf){more}",
+              "replace them, e.g. with the volume median, or re-export the images")
 
 # %% ../nbs/02_data.ipynb #0a1ebb00
 def read_stack(path, # folder of 2-D slices, multi-page TIFF, 2-D image, or HDF5 file ('f.h5' + key, or 'f.h5/key')
@@ -242,19 +332,30 @@ def _class_map(a, name):
     if a.min() < 0 or a.max() > 255: _fail(name, f"class ids must lie in [0, 255], found [{a.min()}, {a.max()}]")
     return a.astype(np.uint8)
 
+# %% ../nbs/02_data.ipynb #c15warn0
+def _warn_inverted(m, # binary {0,1} masks read from `path`
+                   path):
+    "Warn (once per stack) when foreground outnumbers background: masks are often saved inverted"
+    share = np.count_nonzero(m) / max(1, m.size)
+    if share <= 0.5: return
+    warnings.warn(f"{path}: {share:.1%} of the mask pixels are foreground, more than background -- "
+                  "is the mask inverted? (fix: foreground (mitochondria) must be the non-zero value; "
+                  "if 0 marks them, save 1 - mask) Training goes on with the mask as it is.", stacklevel=3)
+
 # %% ../nbs/02_data.ipynb #bd8ece96
 def read_masks(path, # like `read_stack`: folder of slices, multi-page TIFF, image, HDF5
                key:str|None=None, # HDF5 dataset name
                binary:bool=True, # map to {0,1} (error if not binary); False keeps class ids
                slices=None, # which slices (see `read_stack`)
               )->np.ndarray: # uint8 (N,H,W)
-    "Read a mask stack; binary masks in any common encoding become {0,1}"
+    "Read a mask stack; binary masks in any common encoding become {0,1} (a warning if foreground dominates: inverted?)"
     s = _Stack(path, key)
     idx = _select(len(s), slices, s.path)
     a = s.read(idx, 'mask')
     conv = binarize_mask if binary else _class_map
-    if s.kind == 'folder': return np.stack([conv(m, s.name(i)) for i, m in zip(idx, a)])
-    return conv(a, str(s.path))
+    res = np.stack([conv(m, s.name(i)) for i, m in zip(idx, a)]) if s.kind == 'folder' else conv(a, str(s.path))
+    if binary: _warn_inverted(res, s.path)
+    return res
 
 # %% ../nbs/02_data.ipynb #c65ca20a
 def normalize(vol, # (N,H,W) numpy array or tensor, any numeric dtype
@@ -296,6 +397,10 @@ class EMDomain:
         im = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         if im.ndim == 2: im = im[None]
         if im.ndim != 3 or 0 in im.shape: raise EMDataError(f"{name}: images must be (N, H, W), got shape {im.shape}")
+        if norm and im.dtype.kind in 'fc' and not np.isfinite(im).all():   # normalising would spread NaN over the volume
+            bad = (~np.isfinite(im)).reshape(len(im), -1).sum(1); k = int(np.flatnonzero(bad)[0])
+            raise EMDataError(f"{name}: {int(bad.sum())} non-finite pixel value(s) (NaN/inf), the first in slice {k} "
+                              "(fix: replace them, e.g. with the volume median)")
         self.images = normalize(im) if norm else im.astype(np.float32)
         if masks is not None:
             mk = masks.numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
@@ -423,13 +528,13 @@ def load_domain(path, # dataset folder (any of `LAYOUTS`) or a volume file
                 slices=None, # which slices (see `read_stack`); handy to peek at big volumes
                )->EMDomain:
     "Load an EM domain from disk, recognising the VNC III, Lucchi and generic layouts"
-    if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in ('train', 'test'): raise InputError(f"split must be 'train' or 'test', got {split!r}")
     p, _ = _split_h5(path, None)
     if p.is_dir() and (p/split).is_dir() and not any((p/d).is_dir() for d in ('images', 'raw', 'stack1')): p = path = p/split
     lay = detect_layout(path)
     if lay == 'vnc3' and not (p/'raw').is_dir(): p = p/'stack1'
     if mask_path is not None and lay not in ('slices', 'volume'):
-        raise ValueError(f"{path}: mask_path= is only for a folder of slices or a volume file; the '{lay}' layout has its own masks")
+        raise InputError(f"{path}: mask_path= (--source_masks / --target_test_masks) is only for a folder of slices or a volume file; the '{lay}' layout has its own masks")
     kw = dict(key=key, mask_key=mask_key, labels=labels, binary=binary, slices=slices)
     if lay == 'vnc3': return _load_pair(p/'raw', p/'mitochondria', name or p.name, **kw)
     if lay == 'lucchi':

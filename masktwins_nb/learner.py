@@ -4,12 +4,12 @@
 
 # %% ../nbs/06_learner.ipynb #08059461
 from __future__ import annotations
-import os, json, math, random, tempfile, warnings
+import os, json, math, random, tempfile, time, warnings
 from copy import deepcopy
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from fastai.learner import Learner
+from fastai.learner import Learner, Metric
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import Adam
@@ -21,12 +21,14 @@ from fastcore.foundation import L
 from .models import UNet
 from .metrics import binary_metrics, binary_scores
 from .callbacks import SplitTarget, EMATeacher, MaskTwins, TermsCallback
+from .data import InputError
+from .cpu import use_available_cores
 
 # %% auto #0
 __all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state',
            'set_rng_state', 'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled',
-           'predict_volume', 'evaluate', 'show_results', 'ResumeFit', 'resume_state', 'resume_fit_setup', 'fit_iters',
-           'tune_cpu_allocator']
+           'predict_volume', 'evaluate', 'show_results', 'Throughput', 'ResumeFit', 'resume_state', 'resume_fit_setup',
+           'fit_iters', 'tune_cpu_allocator']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
@@ -113,15 +115,21 @@ def _plain(o):
     if isinstance(o, np.generic): return o.item()  # numpy scalars (schedulers set hypers to them)
     return o
 
+def _umask()->int:
+    "The process's file-creation mask (read by setting it and putting it back)"
+    m = os.umask(0o022); os.umask(m); return m
+
 def atomic_write(fname, # file to write
                  write, # called with a binary file object open on a temporary file in the same folder
                 )->Path:
-    "Write `fname` through a temporary file and `os.replace`: the file is complete or absent."
+    "Write `fname` through a temporary file, flushed to disk, and `os.replace`: the file is complete or absent, even after a power loss."
     fname = Path(fname); fname.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=fname.parent, prefix=f'.{fname.name}.', suffix='.tmp')
     try:
         os.close(fd)
-        with open(tmp, 'wb') as f: write(f)  # a named file: some writers (tifffile) need its name
+        with open(tmp, 'wb') as f:  # a named file: some writers (tifffile) need its name
+            write(f); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp's 0600 would hide the file from the user's group
         os.replace(tmp, fname)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
@@ -169,7 +177,8 @@ def train_state(learn:Learner)->dict|None: # None outside/before `fit`
                            for cb in _terms_cbs(learn) if cb.history_attr != 'mt_history'},   # e.g. ClassMix's `mt_mix_history`
                 values=_plain([[float(v) if isinstance(v, (int, float, np.generic)) or torch.is_tensor(v) else None for v in vals]
                                for vals in getattr(rec, 'values', [])]),
-                losses=[float(l) for l in getattr(rec, 'losses', [])])
+                losses=[float(l) for l in getattr(rec, 'losses', [])],
+                names=[str(n) for n in getattr(rec, 'metric_names', []) if n != 'it/s'])   # the columns of `values` (+ epoch, time)
 
 # %% ../nbs/06_learner.ipynb #4bd26d9d
 def save_checkpoint(learn:Learner, # the learner to save
@@ -187,6 +196,14 @@ def save_checkpoint(learn:Learner, # the learner to save
     return atomic_save(state, fname)
 
 # %% ../nbs/06_learner.ipynb #d89fe32c
+def _misfit(ck:dict, sd:dict)->str:
+    "One line on how the state dict `ck` differs from the model's `sd` (expected vs found)"
+    shp = [k for k in sd if k in ck and tuple(ck[k].shape) != tuple(sd[k].shape)]
+    miss, extra = [k for k in sd if k not in ck], [k for k in ck if k not in sd]
+    first = f"; first: {shp[0]} is {tuple(ck[shp[0]].shape)} in the checkpoint, {tuple(sd[shp[0]].shape)} in the model" if shp else ''
+    return (f"checkpoint of another architecture ({len(shp)} tensors of another shape, {len(miss)} missing, {len(extra)} unexpected"
+            f"{first}) (fix: build the model with the checkpoint's width/depth/classes, see its meta['model'])")
+
 def load_checkpoint(learn:Learner, # the learner to load into (same model architecture)
                     fname, # checkpoint written by `save_checkpoint`
                     with_opt:bool=True, # also restore the optimiser state
@@ -195,8 +212,7 @@ def load_checkpoint(learn:Learner, # the learner to load into (same model archit
     "Load student, teacher and optimiser from `fname` into `learn`; returns the checkpoint's `meta`."
     state = torch.load(fname, map_location='cpu', weights_only=True)
     try: _unwrap(learn.model).load_state_dict(state['model'], strict=strict)
-    except RuntimeError as e:
-        raise RuntimeError(f"Checkpoint {fname} does not fit this model (different architecture?): {str(e)[:300]}") from None
+    except RuntimeError: raise InputError(f"{fname}: {_misfit(state['model'], _unwrap(learn.model).state_dict())}") from None
     if state.get('teacher') is not None:
         t = getattr(learn, 'mt_teacher', None)
         if t is None:
@@ -337,6 +353,34 @@ def show_results(learn:Learner, # a trained learner
     plt.tight_layout()
     return fig
 
+# %% ../nbs/06_learner.ipynb #90fbd99c
+class _Rate(Metric):
+    "The `it/s` column: the last rate measured by a `Throughput` callback"
+    def __init__(self, cb): self.cb = cb
+    def reset(self): pass
+    def accumulate(self, learn): pass
+    @property
+    def value(self): return None if self.cb.rate is None else round(self.cb.rate, 2)
+    @property
+    def name(self): return 'it/s'
+
+class Throughput(Callback):
+    "Training iterations per second of each epoch in the line per evaluation (`it/s`); not kept in `recorder.values` / `metric_names`"
+    order = 55 # after the `Recorder` (50) logged the line
+    def __init__(self): self.rate, self.metric = None, _Rate(self)
+    def before_train(self): self.t0, self.n = time.perf_counter(), 0
+    def after_batch(self):
+        if self.training: self.n += 1
+    def after_train(self): self.rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
+    def after_epoch(self):
+        v, ms = self.learn.recorder.values, list(self.learn.metrics)
+        i = next((j for j, m in enumerate(ms) if m is self.metric), None)
+        if v and i is not None and len(v[-1]) == len(self.learn.recorder.metric_names) - 2:
+            v[-1].pop(len(v[-1]) - len(ms) + i)   # logged, not recorded: runs stay comparable
+    def after_fit(self):
+        rec = self.learn.recorder   # the names again match the recorded values
+        rec.metric_names = L(n for n in rec.metric_names if n != self.metric.name)
+
 # %% ../nbs/06_learner.ipynb #b905da29
 class ResumeFit(Callback):
     "Internal to `fit_iters(resume=...)`: continue counters, RNG states and history of a `train_state`"
@@ -366,7 +410,7 @@ def resume_state(learn:Learner, # learner built like the interrupted one
     "Load weights, teacher and optimiser of `fname` into `learn`, restore its training history; return its `train_state`"
     load_checkpoint(learn, fname)
     st = torch.load(fname, map_location='cpu', weights_only=True).get('train')
-    if st is None: raise ValueError(f"{fname}: no training state in this checkpoint (written outside a fit?); it cannot be resumed "
+    if st is None: raise InputError(f"{fname}: no training state in this checkpoint (written outside a fit?); it cannot be resumed "
                                     "(fix: resume from a checkpoint written by SaveEveryEpoch / train_job)")
     learn.mt_history = list(st.get('history') or [])
     for attr, h in (st.get('histories') or {}).items(): setattr(learn, attr, list(h))
@@ -380,12 +424,13 @@ def resume_fit_setup(learn:Learner, # learner built like the interrupted one
     if resume is None: return 0, L(), False
     st, per = resume_state(learn, resume), len(learn.dls.train)
     if st['n_epoch'] != n_epoch:
-        raise ValueError(f"{resume}: written by a run of {st['n_epoch']} epochs x {per} iterations, this one has {n_epoch} epochs "
+        raise InputError(f"{resume}: written by a run of {st['n_epoch']} epochs x {per} iterations, this one has {n_epoch} epochs "
                          "(fix: resume with the same iters, eval_every and batch settings as the interrupted run)")
     start = st['epoch'] + 1
     if start >= n_epoch:  # the checkpoint is of a finished run: nothing to train
         learn.train_iter, learn.epoch, learn.n_epoch = st['train_iter'], st['epoch'], n_epoch
         learn.recorder.values = [L(v) for v in st['values']]; learn.recorder.losses = [torch.tensor(l) for l in st['losses']]
+        learn.recorder.metric_names = L(st.get('names') or [])
         return start, L(), True
     return start, L(ResumeFit(st)), False
 
@@ -395,13 +440,16 @@ def fit_iters(learn:Learner, # learner from `masktwins_learner`
               pct_start:float=0.1, # warm-up share of the one-cycle schedule
               resume=None, # checkpoint of an interrupted run with the same settings: continue it exactly
               **kwargs):
-    "Train `learn` for about `iters` iterations; validation after every `len(learn.dls.train)` iterations."
+    "Train `learn` for about `iters` iterations; validation (and an `it/s` column) after every `len(learn.dls.train)` iterations."
     per = len(learn.dls.train)
     if per == 0: raise ValueError("the training DataLoader is empty")
     n_epoch = max(1, int(round(iters / per)))
     start, extra, done = resume_fit_setup(learn, resume, n_epoch)
     if done: return learn
-    learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=L(kwargs.pop('cbs', None)) + extra, start_epoch=start, **kwargs)
+    if torch.device(getattr(learn.dls, 'device', None) or 'cpu').type == 'cpu': use_available_cores()   # cpu notebook
+    tp = Throughput(); learn.metrics = L(learn.metrics) + [tp.metric]   # a column for the `Recorder` to log
+    try: learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=L(kwargs.pop('cbs', None)) + extra + [tp], start_epoch=start, **kwargs)
+    finally: learn.metrics = L(m for m in learn.metrics if m is not tp.metric)
     return learn
 
 # %% ../nbs/06_learner.ipynb #279261ec

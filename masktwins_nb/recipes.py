@@ -4,17 +4,18 @@
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #2d035a19
 from __future__ import annotations
-import json, os, shutil, tempfile, time
+import json, os, sys, time
 from pathlib import Path
 import torch, torch.nn as nn
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed, default_device
 from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13, CITYSCAPES_CLASSES
-from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
+from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator, atomic_write
 from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
-from .cli import _write_csv, _resume_file, _check_resume, _keep_interrupted
+from .run import prepare_run, check_run_folder, resume_file, check_resume, finish_run, interrupted_message, write_csv
+from .data import InputError
 from contextlib import nullcontext
 
 # %% auto #0
@@ -34,11 +35,11 @@ def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
                   **overrides, # replace single entries (None values are ignored)
                  )->dict:
     "The settings of a preset, scaled by `downscale` and with `overrides` applied"
-    if preset not in PRESETS: raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     c = dict(PRESETS[preset])
     bad = [k for k in overrides if k not in c and k != 'downscale']
-    if bad: raise ValueError(f"Unknown preset settings {bad}; known: {', '.join(c)}")
-    if downscale <= 0: raise ValueError(f"downscale must be > 0, got {downscale}")
+    if bad: raise InputError(f"Unknown preset settings {bad}; known: {', '.join(c)}")
+    if downscale <= 0: raise InputError(f"downscale must be > 0, got {downscale}")
     if downscale != 1:
         sc = lambda v: max(1, int(round(v / downscale)))
         c.update(crop=sc(c['crop']), block_size=sc(c['block_size']), ignore_top=int(c['ignore_top'] / downscale),
@@ -106,11 +107,14 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                progress:bool=True, # progress bars
                valid_n:int|None=None, # validate on this many images (default all)
                resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
+               overwrite:bool=False, # replace an earlier run in `out` (its own files only)
                cbs=None, # extra fastai callbacks
                **overrides, # preset entries to replace (iters, bs, crop, lr, variant, eval_every, ...)
               )->dict:
     "Train a natural-image preset; write model.pth, metrics.json and history.csv to `out`; return the metrics"
     cfg = preset_config(preset, downscale, **overrides)
+    out = Path(out)
+    check_run_folder(out, resume, overwrite)   # before any data is read
     dev = torch.device(device) if device else (default_device() if torch.cuda.is_available() else torch.device('cpu'))
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (06_learner)
     set_seed(seed, reproducible=True)
@@ -118,33 +122,32 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     dls = natural_dataloaders(source, target, target_test, crop=cfg['crop'], source_size=cfg['source_size'],
                               target_size=cfg['target_size'], bs=cfg['bs'], iters_per_epoch=eval_every, seed=seed, device=dev,
                               rcs_temperature=cfg['rcs_temperature'], scale_range=cfg['scale_range'], valid_n=valid_n)
-    if len(dls.valid) == 0: raise ValueError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
+    if len(dls.valid) == 0: raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
                                              "or pass target_test)")
     learn = natural_learner(dls, cfg, pretrained_path=pretrained, method=method, seed=seed)
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
     from masktwins_nb.learner import SaveEveryEpoch
     meta = dict(model=dict(name='DAFormer', variant=cfg['variant'], n_classes=cfg['n_classes']), preset=preset, method=method, seed=seed,
-                downscale=downscale)
-    ck = _resume_file(out, resume)
-    if ck is not None: _check_resume(ck, meta)
-    learn.add_cb(SaveEveryEpoch(tmp/'model.pth', meta=meta))
+                downscale=downscale, recipe={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()})
+    ck = resume_file(out, resume)
+    if ck is not None: check_resume(ck, meta)
+    prepare_run(out, resume, overwrite)
+    learn.add_cb(SaveEveryEpoch(out/'model.interrupted.pth', meta=meta))
     t0 = time.time()
     try:
         with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
             fit_poly(learn, cfg['iters'], cfg['lr'], cfg['head_mult'], cfg['warmup'], cfg['power'], cbs=cbs, resume=ck)
-        secs = time.time() - t0
-        res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), resumed_from=None if ck is None else str(ck),
-                   **_per_class(learn),
-                   config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
-                   source=str(source), target=str(target), device=str(dev))
-        (tmp/'metrics.json').write_text(json.dumps(res, indent=1))
-        mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', None) or [])}
-        rows = [{**mix.get(r['iter'], {}), **r} for r in (getattr(learn, 'mt_history', None) or [])]
-        if rows: _write_csv(rows, tmp/'history.csv')
-        if out.exists(): shutil.rmtree(out)
-        os.replace(tmp, out)
     except BaseException as e:
-        _keep_interrupted(tmp, out, e)
+        msg = interrupted_message(out, e)
+        if msg: print(msg, file=sys.stderr)
         raise
+    secs = time.time() - t0
+    res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), resumed_from=None if ck is None else str(ck),
+               **_per_class(learn),
+               config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+               source=str(source), target=str(target), device=str(dev))
+    atomic_write(out/'metrics.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
+    mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', None) or [])}
+    rows = [{**mix.get(r['iter'], {}), **r} for r in (getattr(learn, 'mt_history', None) or [])]
+    if rows: write_csv(rows, out/'history.csv')
+    finish_run(out)
     return res
