@@ -172,7 +172,7 @@ def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: `_demo_batch
 def mask_explorer(x:Tensor|None=None, # (B,1,H,W) batch to mask (default: a 256 x 256 synthetic pattern)
                   n:int=2, # samples shown
                   show:bool=True, # display the panel (and draw the first figure) right away
-                 ): # ipywidgets VBox; its `render()` redraws
+                 ): # the ipywidgets VBox (its `render()` redraws); None when `show` displayed it already
     "Interactive ipywidgets explorer of the mask modes, ratio and block size"
     import ipywidgets as W
     import matplotlib.pyplot as plt
@@ -194,5 +194,5 @@ def mask_explorer(x:Tensor|None=None, # (B,1,H,W) batch to mask (default: a 256 
     for c in (mode, ratio, bs, k, seed): c.observe(render, names='value')
     ui = W.VBox([W.HBox([mode, ratio, bs]), W.HBox([k, seed]), out])
     ui.render = render
-    if show: display(ui); render()
+    if show: display(ui); render(); return None   # returned too, Jupyter would show the panel a second time
     return ui
