@@ -117,6 +117,8 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
     model = UNet(in_ch=1, n_classes=2, depth=cfg['depth'], width=cfg['width'])
     learn = masktwins_learner(dls, model, method=lmethod, alpha=cfg['alpha'], block_size=cfg['block_size'], ratio=cfg['ratio'],
                               cm_weight=cfg['cm_weight'], cm_gate=cfg['cm_gate'], threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], seed=seed)
+    from masktwins_nb.selection import add_label_free_scores
+    add_label_free_scores(learn)   # label-free scores per evaluation (no effect on training): ranked against IoU in `summarize`
     t0 = time.time()
     if progress: fit_iters(learn, cfg['iters'], cfg['lr'])
     else:
@@ -193,6 +195,7 @@ def batch(a):
     return 0 if all(oks) else 1
 
 # ---------------------------------------------------------------- summary
+LABEL_FREE = ('lf_agree', 'lf_entropy', 'lf_fg')   # `masktwins_nb.selection.LabelFreeScores`
 def _ms(v):
     v = np.asarray(v, float)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float('nan')
@@ -211,6 +214,7 @@ def summarize(a):
                          **{k: r['test'][k] for k in ('iou', 'f1', 'mcc', 'ap')},
                          **{f'teacher_{k}': (r['test_teacher'] or {}).get(k) for k in ('iou', 'f1', 'mcc', 'ap')},
                          final_pl_weight=np.mean([t['pl_weight'] for t in r['terms'][-10:]]) if 'pl_weight' in r['terms'][0] else None,
+                         **{k: (r.get('curve') or [{}])[-1].get(k) for k in LABEL_FREE},
                          train_seconds=r['train_seconds'], iters=r['iters'], device=r['device']))
     df = pd.DataFrame(rows).sort_values(['subset', 'ablation', 'method', 'seed'])
     df.to_csv(res/'em_runs.csv', index=False, float_format='%.5f')
@@ -226,8 +230,13 @@ def summarize(a):
     sd['_o'] = sd.method.map(order)
     sd = sd.sort_values(['subset', 'ablation', '_o']).drop(columns='_o')
     sd.to_csv(res/'em_summary.csv', index=False, float_format='%.5f')
+    from masktwins_nb.selection import spearman
+    lf = {k: spearman(g[k].values, g.iou.values) for k in LABEL_FREE
+          for g in [df[[k, 'iou']].dropna()] if len(g) >= 3}   # over all runs that have the score
+    if lf: print('Spearman rho of the final label-free scores with target IoU, all runs: '
+                 + ', '.join(f'{k} {v:+.2f}' for k, v in lf.items()))
     (res/'em_runs.json').write_text(json.dumps(_round(dict(recipe=RECIPE, runs=runs)), indent=None))
-    (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records')), indent=1))
+    (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records'), label_free_spearman=lf), indent=1))
     _plots(runs, res, Path(a.runs))
     print(table_text(sd))
 

@@ -21,6 +21,7 @@ from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, c
 from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
+from .selection import add_label_free_scores
 
 # %% auto #0
 __all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'check_options', 'train_job', 'terminate_as_exit',
@@ -170,6 +171,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     learn = masktwins_learner(dls, model, method=method, alpha=d['alpha'], block_size=d['block_size'], ratio=ratio, cm_weight=cm_weight,
                               cm_gate=d['cm_gate'], threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
                               cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
+    add_label_free_scores(learn)   # lf_agree, lf_entropy, lf_fg per evaluation: no labels, no effect on training
     t0 = time.time()
     try:
         with distributed_ctx(learn) if world > 1 else nullcontext(), (nullcontext() if progress else learn.no_bar()), \
