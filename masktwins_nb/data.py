@@ -17,11 +17,11 @@ from fastai.torch_core import default_device
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'H5_EXTS', 'LAYOUTS', 'VNC3_URL', 'LUCCHI_URL', 'LUCCHI_FILES', 'SYNTH_STYLES', 'InputError',
-           'EMDataError', 'MissingInputError', 'InputIndexError', 'natural_key', 'list_slices', 'read_slice',
-           'read_stack', 'binarize_mask', 'read_masks', 'normalize', 'rescale_stack', 'EMDomain', 'repo_root',
-           'data_root', 'detect_layout', 'load_domain', 'download_file', 'download_vnc3', 'download_lucchi',
-           'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair', 'EMCropDataset', 'EMSliceDataset',
-           'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
+           'EMDataError', 'MissingInputError', 'InputIndexError', 'fail_input', 'natural_key', 'list_slices',
+           'check_file', 'read_slice', 'read_stack', 'binarize_mask', 'read_masks', 'normalize', 'rescale_stack',
+           'EMDomain', 'repo_root', 'data_root', 'detect_layout', 'load_domain', 'download_file', 'download_vnc3',
+           'download_lucchi', 'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair', 'EMCropDataset',
+           'EMSliceDataset', 'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
 
 # %% ../nbs/02_data.ipynb #77c6e891
 class InputError(ValueError):
@@ -36,7 +36,7 @@ class MissingInputError(InputError, FileNotFoundError):
 class InputIndexError(InputError, IndexError):
     "An index (slice, page) the user gave is out of range"
 
-def _fail(path, # the offending file or folder
+def fail_input(path, # the offending file or folder
           problem:str, # what is wrong with it
           fix:str='', # how to fix it
           cls=EMDataError):
@@ -57,9 +57,9 @@ def list_slices(folder, # a folder of 2-D image slices
                )->list: # their paths, in natural order
     "Image files (by extension, hidden files skipped) in `folder`, naturally sorted; error if there are none"
     folder = Path(folder)
-    if not folder.is_dir(): _fail(folder, "not a folder", cls=FileNotFoundError)
+    if not folder.is_dir(): fail_input(folder, "not a folder", cls=FileNotFoundError)
     fs = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in IMG_EXTS]
-    if not fs: _fail(folder, f"no image slices ({'/'.join(IMG_EXTS)}) in this folder",
+    if not fs: fail_input(folder, f"no image slices ({'/'.join(IMG_EXTS)}) in this folder",
                      "point to the folder holding the 2-D slices, or to a volume file (.tif/.h5)")
     return sorted(fs, key=lambda p: natural_key(p.name))
 
@@ -74,7 +74,7 @@ def _check_alpha(g, # grey mask data (..., H, W)
     varies = a2.min((1, 2)) != a2.max((1, 2))
     bad = np.flatnonzero(varies & ((g2 > 0) != (a2 > 0)).any((1, 2)))
     if not len(bad): return
-    _fail(f"{path}" + (f" (slice {idx[bad[0]]})" if idx is not None else ''),
+    fail_input(f"{path}" + (f" (slice {idx[bad[0]]})" if idx is not None else ''),
           "mask colour channels disagree with its alpha channel (is the mask drawn in alpha only?)",
           "save the mask as one grey channel without alpha; if alpha holds it: Image.open(f).getchannel('A').save(f)")
 
@@ -88,29 +88,31 @@ def _decolour(a, path, kind, where='', idx=None):
         if kind == 'mask' and a.shape[-1] in (2, 4): _check_alpha(c[..., 0], a[..., -1], path, idx)
         return c[..., 0]
     if kind == 'image' and c.shape[-1] == 3: return _luminance(c)
-    _fail(path, f"colour {kind}{where} (shape {a.shape}, channels differ)",
+    fail_input(path, f"colour {kind}{where} (shape {a.shape}, channels differ)",
           "save masks as single-channel (greyscale or palette) images; a 3- or 4-slice TIFF volume may have been "
           "written as RGB(A): write it with photometric='minisblack'" if kind == 'mask' else "convert it to greyscale")
 
 def _as_2d(a, path, kind='image'):
     "Check a decoded slice is 2-D (grey kept, colour handled by `_decolour`)"
-    if a.size == 0: _fail(path, "empty or unreadable image (no pixel data)", "check it is a valid TIFF/PNG file; re-export it")
+    if a.size == 0: fail_input(path, "empty or unreadable image (no pixel data)", "check it is a valid TIFF/PNG file; re-export it")
     if a.ndim == 3 and a.shape[0] == 1: a = a[0]
     if a.ndim == 3 and a.shape[-1] in (2, 3, 4): a = _decolour(a, path, kind)
-    if a.ndim != 2: _fail(path, f"expected a 2-D slice, got an array of shape {a.shape}",
+    if a.ndim != 2: fail_input(path, f"expected a 2-D slice, got an array of shape {a.shape}",
                           "pass a multi-page TIFF itself (not its folder) or split it into 2-D slices")
     return a
 
-def _check_file(p):
+def check_file(p, # a file the user named
+              ):
+    "Refuse a missing or empty (0-byte) file with one `InputError` naming it"
     p = Path(p)
-    if not p.exists(): _fail(p, "no such file", cls=FileNotFoundError)
-    if p.stat().st_size == 0: _fail(p, "empty file (0 bytes)", "re-download or re-export it")
+    if not p.exists(): fail_input(p, "no such file", cls=FileNotFoundError)
+    if p.stat().st_size == 0: fail_input(p, "empty file (0 bytes)", "re-download or re-export it")
 
 def read_slice(path, # a 2-D TIFF/PNG/JPEG/BMP file
                kind:str='image', # 'image' (colour -> luminance) or 'mask' (1-bit -> {0,1}, palette -> indices, colour -> error)
               )->np.ndarray: # (H,W)
     "Read one 2-D slice, with clear errors for empty, unreadable, coloured or non-2-D files"
-    p = Path(path); _check_file(p)
+    p = Path(path); check_file(p)
     try:
         if p.suffix.lower() in ('.tif', '.tiff'): a = tifffile.imread(p)
         else:
@@ -121,7 +123,7 @@ def read_slice(path, # a 2-D TIFF/PNG/JPEG/BMP file
                     a = np.array(im.convert('RGB' if im.mode == 'CMYK' else 'L'))
                 else: a = np.array(im)
     except EMDataError: raise
-    except Exception as e: _fail(p, f"unreadable image ({type(e).__name__}: {e})", "check it is a valid TIFF/PNG file; re-export it")
+    except Exception as e: fail_input(p, f"unreadable image ({type(e).__name__}: {e})", "check it is a valid TIFF/PNG file; re-export it")
     if a.dtype == bool: a = a.astype(np.uint8)
     return _as_2d(a, p, kind)
 
@@ -131,11 +133,11 @@ def _select(n:int, slices, path):
     if slices is None: return list(range(n))
     if isinstance(slices, slice): return list(range(n))[slices]
     if isinstance(slices, (int, np.integer)):
-        if slices < 1: _fail(path, f"slices={slices}: need at least one slice")
+        if slices < 1: fail_input(path, f"slices={slices}: need at least one slice")
         return sorted(set(np.linspace(0, n-1, min(int(slices), n)).round().astype(int).tolist()))
     idx = [int(i) for i in slices]
     bad = [i for i in idx if not -n <= i < n]
-    if bad: _fail(path, f"slice index {bad[0]} out of range for {n} slices", "pick indices in [0, n)", cls=IndexError)
+    if bad: fail_input(path, f"slice index {bad[0]} out of range for {n} slices", "pick indices in [0, n)", cls=IndexError)
     return [i % n for i in idx]
 
 # %% ../nbs/02_data.ipynb #c6tiflog
@@ -171,7 +173,7 @@ def _check_tiff_pages(tf, # an open `tifffile.TiffFile`
     k = ok if ok < exp else n
     total = f"at least {n + 1}" if errs and exp == n else exp   # a broken page list: more pages than listed
     why = f"tifffile: {errs[0]}" if errs else f"the file ends at byte {size}"
-    _fail(path, f"truncated or corrupt TIFF: page {k} (counting from 0) cannot be read; "
+    fail_input(path, f"truncated or corrupt TIFF: page {k} (counting from 0) cannot be read; "
                 f"{k} of {total} pages readable ({why})",
           "the file is incomplete (an interrupted copy or download?): copy, download or export it again")
 
@@ -195,11 +197,11 @@ def _h5_key(f, p, key):
     names = []
     f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
     if key is not None:
-        if key not in names: _fail(p, f"no dataset '{key}' (datasets: {', '.join(names) or 'none'})", "pass key= one of them")
+        if key not in names: fail_input(p, f"no dataset '{key}' (datasets: {', '.join(names) or 'none'})", "pass key= one of them")
         return key
     if len(names) == 1: return names[0]
-    if not names: _fail(p, "no datasets in this HDF5 file")
-    _fail(p, f"several datasets ({', '.join(names)}); which one?", "pass key='<name>' or 'file.h5/<name>'")
+    if not names: fail_input(p, "no datasets in this HDF5 file")
+    fail_input(p, f"several datasets ({', '.join(names)}); which one?", "pass key='<name>' or 'file.h5/<name>'")
 
 class _Stack:
     "A stack on disk: a folder of slices, a TIFF file, an HDF5 dataset or a single 2-D image; lazy, reads only what it needs"
@@ -208,12 +210,12 @@ class _Stack:
         self.path, self.key = p, key
         if p.is_dir(): self.kind, self.files = 'folder', list_slices(p)
         else:
-            _check_file(p)
+            check_file(p)
             ext = p.suffix.lower()
             if ext in H5_EXTS: self.kind = 'h5'
             elif ext in ('.tif', '.tiff'): self.kind = 'tiff'
             elif ext in IMG_EXTS: self.kind = 'image'
-            else: _fail(p, f"unknown file type '{ext}'", f"use a folder of slices, a TIFF ({', '.join(IMG_EXTS)}) or an HDF5 file ({', '.join(H5_EXTS)})")
+            else: fail_input(p, f"unknown file type '{ext}'", f"use a folder of slices, a TIFF ({', '.join(IMG_EXTS)}) or an HDF5 file ({', '.join(H5_EXTS)})")
         self._n = self._info = None
 
     def _tiff_info(self):
@@ -226,7 +228,7 @@ class _Stack:
                     spp, planar, planes = pg.samplesperpixel, pg.planarconfig == 2, _planes_are_slices(tf)
                     self._info = npg, tf.series[0].shape, spp, planar, planes
             except EMDataError: raise
-            except Exception as e: _fail(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
+            except Exception as e: fail_input(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
         return self._info
 
     def __len__(self):
@@ -242,8 +244,8 @@ class _Stack:
                     with h5py.File(self.path, 'r') as f:
                         self.key = _h5_key(f, self.path, self.key); shp = f[self.key].shape
                 except EMDataError: raise
-                except Exception as e: _fail(self.path, f"unreadable HDF5 file ({type(e).__name__}: {e})")
-                if len(shp) not in (2, 3): _fail(self.path, f"dataset '{self.key}' has shape {shp}, expected (H, W) or (N, H, W)")
+                except Exception as e: fail_input(self.path, f"unreadable HDF5 file ({type(e).__name__}: {e})")
+                if len(shp) not in (2, 3): fail_input(self.path, f"dataset '{self.key}' has shape {shp}, expected (H, W) or (N, H, W)")
                 self._n = shp[0] if len(shp) == 3 else 1
         return self._n
 
@@ -259,7 +261,7 @@ class _Stack:
             shapes = [a.shape for a in arrs]
             common = max(shapes, key=shapes.count)
             for i, a in zip(idx, arrs):
-                if a.shape != common: _fail(self.files[i], f"slice shape {a.shape} differs from {common} of the other slices",
+                if a.shape != common: fail_input(self.files[i], f"slice shape {a.shape} differs from {common} of the other slices",
                                             "all slices of a stack must have the same size")
             return np.stack(arrs)
         if self.kind == 'image': return read_slice(self.path, kind)[None]
@@ -276,7 +278,7 @@ class _Stack:
             whole = not (npg > 1 and npg == len(self))   # one page (or one block of data) holds every slice
             try:
                 with tifffile.TiffFile(self.path) as tf: a = tf.asarray() if whole else tf.asarray(key=idx)
-            except Exception as e: _fail(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
+            except Exception as e: fail_input(self.path, f"unreadable TIFF ({type(e).__name__}: {e})", "re-export or re-download it")
             if spp > 1 and not planes:
                 at = None if len(self) == 1 else range(len(self)) if whole else idx   # slice numbers, for messages
                 a = _decolour(np.moveaxis(a, -3, -1) if planar else a, self.path, kind, idx=at)
@@ -285,8 +287,8 @@ class _Stack:
         if a.dtype == bool: a = a.astype(np.uint8)
         if a.ndim == 2: a = a[None]
         if a.ndim != 3 or a.shape[0] != len(idx):
-            _fail(self.path, f"expected a 2-D image or an (N, H, W) volume, got shape {a.shape}", "store one grey channel per slice")
-        if 0 in a.shape: _fail(self.path, f"empty volume (shape {a.shape})")
+            fail_input(self.path, f"expected a 2-D image or an (N, H, W) volume, got shape {a.shape}", "store one grey channel per slice")
+        if 0 in a.shape: fail_input(self.path, f"empty volume (shape {a.shape})")
         if kind == 'image' and a.dtype.kind in 'fc': self._check_finite(a, idx)
         return a
 
@@ -296,7 +298,7 @@ class _Stack:
         if not bad.any(): return
         k = np.flatnonzero(bad); first = int(k[0])
         more = f"; {len(k) - 1} more slice(s) with {int(bad.sum() - bad[first])} more" if len(k) > 1 else ''
-        _fail(self.name(idx[first]), f"{int(bad[first])} non-finite pixel value(s) (NaN/inf){more}",
+        fail_input(self.name(idx[first]), f"{int(bad[first])} non-finite pixel value(s) (NaN/inf){more}",
               "replace them, e.g. with the volume median, or re-export the images")
 
 # %% ../nbs/02_data.ipynb #0a1ebb00
@@ -324,12 +326,12 @@ def binarize_mask(a:np.ndarray, # a mask slice or volume in any binary encoding
     if len(v) <= 2 and (v >= 0).all() and (len(v) < 2 or v[0] == 0): return (a > 0).astype(np.uint8)
     if v[0] == 0 and v[-1] >= 128 and ((a > 0) & (a < v[-1])).mean() <= tol: return (a > v[-1] / 2).astype(np.uint8)
     vs = ', '.join(str(x.item()) for x in v[:8]) + (', ...' if len(v) > 8 else '')
-    _fail(name, f"mask is not binary: {len(v)} distinct values {{{vs}}}",
+    fail_input(name, f"mask is not binary: {len(v)} distinct values {{{vs}}}",
           "use masks with two values (0 = background, 1 or 255 = mitochondrion), or pass binary=False for class maps")
 
 def _class_map(a, name):
-    if a.dtype.kind == 'f' and not (a == np.round(a)).all(): _fail(name, "class map has non-integer values", "store class ids as integers")
-    if a.min() < 0 or a.max() > 255: _fail(name, f"class ids must lie in [0, 255], found [{a.min()}, {a.max()}]")
+    if a.dtype.kind == 'f' and not (a == np.round(a)).all(): fail_input(name, "class map has non-integer values", "store class ids as integers")
+    if a.min() < 0 or a.max() > 255: fail_input(name, f"class ids must lie in [0, 255], found [{a.min()}, {a.max()}]")
     return a.astype(np.uint8)
 
 # %% ../nbs/02_data.ipynb #c15warn0
@@ -477,14 +479,14 @@ def _vol_in(d:Path):
 def detect_layout(path)->str:
     "Which of `LAYOUTS` `path` follows"
     p, _ = _split_h5(path, None)
-    if not p.exists(): _fail(path, "no such file or folder", cls=FileNotFoundError)
+    if not p.exists(): fail_input(path, "no such file or folder", cls=FileNotFoundError)
     if p.is_file(): return 'volume'
-    if not any(q for q in p.iterdir() if not q.name.startswith('.')): _fail(p, "empty folder", "put the image slices (or a volume file) in it, or point to the right folder")
+    if not any(q for q in p.iterdir() if not q.name.startswith('.')): fail_input(p, "empty folder", "put the image slices (or a volume file) in it, or point to the right folder")
     if (p/'raw').is_dir() and (p/'mitochondria').is_dir() or (p/'stack1'/'raw').is_dir(): return 'vnc3'
     if any((p/f).is_file() for fs in _LUCCHI.values() for f in fs): return 'lucchi'
     if (p/'images').is_dir(): return 'images_masks'
     if any(q.is_file() and q.suffix.lower() in IMG_EXTS for q in p.iterdir()): return 'slices'
-    _fail(p, "unrecognised data layout",
+    fail_input(p, "unrecognised data layout",
           "expected raw/ + mitochondria/ (VNC III), training.tif/testing.tif (+ *_groundtruth.tif; Lucchi), "
           "images/ (+ masks/), a folder of 2-D slices, or a volume file")
 
@@ -497,10 +499,10 @@ def _check_pair(si:_Stack, sm:_Stack):
         if mks & set(ims):   # the folders use common names: every image needs its mask
             missing = [f.name for f in si.files if f.stem not in mks]
             extra = sorted(mks - set(ims), key=natural_key)
-            if missing: _fail(sm.path, f"no mask for image {missing[0]}" + (f" (and {len(missing)-1} more)" if len(missing) > 1 else ''),
+            if missing: fail_input(sm.path, f"no mask for image {missing[0]}" + (f" (and {len(missing)-1} more)" if len(missing) > 1 else ''),
                               "give every image slice a mask with the same file stem")
-            if extra: _fail(sm.path/extra[0], f"mask without image in {si.path}", "remove it or add its image")
-    if ni != nm: _fail(sm.path, f"{nm} mask slice(s) for {ni} image slice(s) in {si.path}", "give exactly one mask per image slice")
+            if extra: fail_input(sm.path/extra[0], f"mask without image in {si.path}", "remove it or add its image")
+    if ni != nm: fail_input(sm.path, f"{nm} mask slice(s) for {ni} image slice(s) in {si.path}", "give exactly one mask per image slice")
 
 def _load_pair(img, msk, name, key=None, mask_key=None, labels=True, binary=True, slices=None)->EMDomain:
     si = _Stack(img, key)
@@ -512,7 +514,7 @@ def _load_pair(img, msk, name, key=None, mask_key=None, labels=True, binary=True
         _check_pair(si, sm)
         mk = read_masks(msk, mask_key, binary, idx)
         if mk.shape[1:] != im.shape[1:]:
-            _fail(sm.name(idx[0]), f"mask size {mk.shape[1:]} != image size {im.shape[1:]} of {si.name(idx[0])}",
+            fail_input(sm.name(idx[0]), f"mask size {mk.shape[1:]} != image size {im.shape[1:]} of {si.name(idx[0])}",
                   "masks must match their images pixel for pixel")
     return EMDomain(im, mk, name)
 
@@ -539,7 +541,7 @@ def load_domain(path, # dataset folder (any of `LAYOUTS`) or a volume file
     if lay == 'vnc3': return _load_pair(p/'raw', p/'mitochondria', name or p.name, **kw)
     if lay == 'lucchi':
         fi, fm = (p/f for f in _LUCCHI[split])
-        if not fi.is_file(): _fail(fi, f"missing (Lucchi layout, split={split!r})", "download it with `download_lucchi`", cls=FileNotFoundError)
+        if not fi.is_file(): fail_input(fi, f"missing (Lucchi layout, split={split!r})", "download it with `download_lucchi`", cls=FileNotFoundError)
         return _load_pair(fi, fm if fm.is_file() else None, name or f"{p.name}-{split}", **kw)
     if lay == 'images_masks':
         md = next((p/d for d in ('masks', 'labels') if (p/d).is_dir()), None)
@@ -595,13 +597,13 @@ def download_vnc3(dest, # folder to create: dest/raw/*.tif, dest/mitochondria/*.
         with zipfile.ZipFile(zp) as z, tempfile.TemporaryDirectory(dir=dest, prefix='.extract') as td:
             for d in ('raw', 'mitochondria'):
                 ms = [m for m in z.infolist() if not m.is_dir() and m.filename.split('/')[-3:-1] == ['stack1', d]]
-                if not ms: _fail(url, f"the archive has no stack1/{d}/ folder", "pass the zip of the groundtruth-drosophila-vnc repository")
+                if not ms: fail_input(url, f"the archive has no stack1/{d}/ folder", "pass the zip of the groundtruth-drosophila-vnc repository")
                 (Path(td)/d).mkdir()
                 for m in ms: (Path(td)/d/Path(m.filename).name).write_bytes(z.read(m))   # flat names: no path traversal
             for d in ('raw', 'mitochondria'):
                 if (dest/d).exists(): shutil.rmtree(dest/d)
                 os.replace(Path(td)/d, dest/d)
-    except zipfile.BadZipFile: _fail(url, "downloaded file is not a zip archive", "check the URL")
+    except zipfile.BadZipFile: fail_input(url, "downloaded file is not a zip archive", "check the URL")
     finally: zp.unlink(missing_ok=True)
     return dest
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from fastai.torch_core import default_device
-from .data import EMDataError, EMDataLoader, EMDataLoaders, _fail, _check_file, natural_key
+from .data import EMDataError, EMDataLoader, EMDataLoaders, fail_input, check_file, natural_key
 from .metrics import CITYSCAPES_CLASSES, SYNTHIA16, SYNTHIA13
 
 # %% auto #0
@@ -51,10 +51,10 @@ def _imagecodecs():
 def read_png16(path, # a PNG file (8- or 16-bit, grey or colour)
               )->np.ndarray: # (H,W) or (H,W,C), dtype as stored (uint8 or uint16)
     "Decode a PNG keeping its bit depth and channels"
-    p = Path(path); _check_file(p)
+    p = Path(path); check_file(p)
     ic = _imagecodecs()
     try: return ic.png_decode(p.read_bytes())
-    except Exception as e: _fail(p, f"unreadable PNG ({type(e).__name__}: {e})", "re-download or re-extract it")
+    except Exception as e: fail_input(p, f"unreadable PNG ({type(e).__name__}: {e})", "re-download or re-extract it")
 
 def write_png16(path, # destination .png
                 a:np.ndarray, # (H,W) or (H,W,3) uint8/uint16 array
@@ -68,40 +68,40 @@ def write_png16(path, # destination .png
 def read_rgb(path, # an 8-bit image (PNG/JPEG): RGB, RGBA, grey or palette
             )->np.ndarray: # (H,W,3) uint8
     "Read an image as 8-bit RGB"
-    p = Path(path); _check_file(p)
+    p = Path(path); check_file(p)
     try:
         with Image.open(p) as im:
             if im.mode not in ('RGB', 'RGBA', 'L', 'LA', 'P'):
-                _fail(p, f"image mode {im.mode} ({'16-bit or float' if im.mode.startswith(('I', 'F')) else 'unsupported'})",
+                fail_input(p, f"image mode {im.mode} ({'16-bit or float' if im.mode.startswith(('I', 'F')) else 'unsupported'})",
                       "pass the 8-bit RGB images (SYNTHIA RGB/, Cityscapes leftImg8bit/), not labels or depth maps")
             if im.format == 'PNG' and im.tile and '16' in str(im.tile[0][3]):   # PIL would keep only the high byte
-                _fail(p, "16-bit colour PNG", "pass the 8-bit RGB images (SYNTHIA RGB/, Cityscapes leftImg8bit/), not SYNTHIA's GT/LABELS")
+                fail_input(p, "16-bit colour PNG", "pass the 8-bit RGB images (SYNTHIA RGB/, Cityscapes leftImg8bit/), not SYNTHIA's GT/LABELS")
             return np.array(im if im.mode == 'RGB' else im.convert('RGB'))
     except EMDataError: raise
-    except Exception as e: _fail(p, f"unreadable image ({type(e).__name__}: {e})", "re-download or re-extract it")
+    except Exception as e: fail_input(p, f"unreadable image ({type(e).__name__}: {e})", "re-download or re-extract it")
 
 def read_synthia_label(path, # a SYNTHIA-RAND-CITYSCAPES `GT/LABELS/*.png` (16-bit, class id in the first channel)
                       )->np.ndarray: # (H,W) uint8 Cityscapes train ids, 255 = ignore
     "Read a SYNTHIA label and map its class ids to the 16 shared Cityscapes train ids"
     p = Path(path); a = read_png16(p)
     if a.dtype != np.uint16:
-        _fail(p, f"{a.dtype.itemsize * 8}-bit PNG, expected a 16-bit SYNTHIA label",
+        fail_input(p, f"{a.dtype.itemsize * 8}-bit PNG, expected a 16-bit SYNTHIA label",
               "use the original GT/LABELS/*.png of SYNTHIA-RAND-CITYSCAPES (not GT/COLOR, nor 8-bit re-saved labels)")
     if a.ndim != 3 or a.shape[-1] < 2:
-        _fail(p, f"label of shape {a.shape}, expected (H, W, 3): class id, instance id, 0",
+        fail_input(p, f"label of shape {a.shape}, expected (H, W, 3): class id, instance id, 0",
               "use the original GT/LABELS/*.png of SYNTHIA-RAND-CITYSCAPES")
     return _SYN_LUT[a[..., 0]]
 
 def read_cityscapes_label(path, # `*_gtFine_labelIds.png` (or an already converted `*_labelTrainIds.png`)
                          )->np.ndarray: # (H,W) uint8 train ids, 255 = ignore
     "Read a Cityscapes label and map label ids to the 19 train ids"
-    p = Path(path); _check_file(p)
+    p = Path(path); check_file(p)
     try:
         with Image.open(p) as im: a = np.array(im)
-    except Exception as e: _fail(p, f"unreadable label ({type(e).__name__}: {e})", "re-download or re-extract gtFine")
-    if a.ndim != 2: _fail(p, f"colour label of shape {a.shape}", "use the *_gtFine_labelIds.png files, not *_gtFine_color.png")
+    except Exception as e: fail_input(p, f"unreadable label ({type(e).__name__}: {e})", "re-download or re-extract gtFine")
+    if a.ndim != 2: fail_input(p, f"colour label of shape {a.shape}", "use the *_gtFine_labelIds.png files, not *_gtFine_color.png")
     if a.dtype != np.uint8:
-        _fail(p, f"{a.dtype} label, expected 8-bit label ids", "use the *_gtFine_labelIds.png files, not *_instanceIds.png")
+        fail_input(p, f"{a.dtype} label, expected 8-bit label ids", "use the *_gtFine_labelIds.png files, not *_instanceIds.png")
     return a if p.name.endswith('_labelTrainIds.png') else _CS_LUT[a]
 
 # %% ../nbs/11_natural_data.ipynb #b556b55a
@@ -112,7 +112,7 @@ def _pair(imgs:dict, labs:dict, img_dir, lab_dir)->list:
     "Pair {key: image} with {key: label}, failing on the first unpaired name"
     for a, b, da, db in ((imgs, labs, img_dir, lab_dir), (labs, imgs, lab_dir, img_dir)):
         miss = [k for k in a if k not in b]
-        if miss: _fail(a[miss[0]], f"{len(miss)} of {len(a)} files in {da} have no partner in {db} ({len(a)} vs {len(b)} files)",
+        if miss: fail_input(a[miss[0]], f"{len(miss)} of {len(a)} files in {da} have no partner in {db} ({len(a)} vs {len(b)} files)",
                        "extract the images and the labels of the same dataset/split completely")
     return [(imgs[k], labs[k]) for k in imgs]
 
@@ -121,11 +121,11 @@ def synthia_items(root, # SYNTHIA-RAND-CITYSCAPES root: holds RGB/ and GT/LABELS
     "The image/label pairs of a SYNTHIA-RAND-CITYSCAPES folder"
     root = Path(root)
     hint = "pass the SYNTHIA-RAND-CITYSCAPES root folder, the one that contains RGB/ and GT/LABELS/"
-    if not root.is_dir(): _fail(root, "no such folder", hint, cls=FileNotFoundError)
+    if not root.is_dir(): fail_input(root, "no such folder", hint, cls=FileNotFoundError)
     for d in ('RGB', 'GT/LABELS'):
-        if not (root/d).is_dir(): _fail(root/d, "missing folder", hint, cls=FileNotFoundError)
+        if not (root/d).is_dir(): fail_input(root/d, "missing folder", hint, cls=FileNotFoundError)
     imgs = {p.name: p for p in _pngs(root/'RGB')}
-    if not imgs: _fail(root/'RGB', "no .png images", hint)
+    if not imgs: fail_input(root/'RGB', "no .png images", hint)
     return _pair(imgs, {p.name: p for p in _pngs(root/'GT/LABELS')}, 'RGB/', 'GT/LABELS/')
 
 def cityscapes_items(root, # Cityscapes root: holds leftImg8bit/ (and gtFine/)
@@ -135,15 +135,15 @@ def cityscapes_items(root, # Cityscapes root: holds leftImg8bit/ (and gtFine/)
     "The image (and label) files of one Cityscapes split"
     root = Path(root); d = root/'leftImg8bit'/split
     hint = "pass the Cityscapes root folder, the one that contains leftImg8bit/ and gtFine/"
-    if not root.is_dir(): _fail(root, "no such folder", hint, cls=FileNotFoundError)
+    if not root.is_dir(): fail_input(root, "no such folder", hint, cls=FileNotFoundError)
     if not d.is_dir():
         have = sorted(p.name for p in (root/'leftImg8bit').iterdir() if p.is_dir()) if (root/'leftImg8bit').is_dir() else []
-        _fail(d, "missing folder" + (f" (splits found: {', '.join(have)})" if have else ''), hint, cls=FileNotFoundError)
+        fail_input(d, "missing folder" + (f" (splits found: {', '.join(have)})" if have else ''), hint, cls=FileNotFoundError)
     imgs = {p.name[:-len('_leftImg8bit.png')]: p for p in _pngs(d, '_leftImg8bit.png')}
-    if not imgs: _fail(d, "no <city>/*_leftImg8bit.png images", hint)
+    if not imgs: fail_input(d, "no <city>/*_leftImg8bit.png images", hint)
     if not labels: return [(p, None) for p in imgs.values()]
     g = root/'gtFine'/split
-    if not g.is_dir(): _fail(g, "missing folder", "extract gtFine_trainvaltest.zip into the Cityscapes root", cls=FileNotFoundError)
+    if not g.is_dir(): fail_input(g, "missing folder", "extract gtFine_trainvaltest.zip into the Cityscapes root", cls=FileNotFoundError)
     labs = {p.name[:-len('_gtFine_labelIds.png')]: p for p in _pngs(g, '_gtFine_labelIds.png')}
     return _pair(imgs, labs, f'leftImg8bit/{split}/', f'gtFine/{split}/')
 
@@ -356,7 +356,7 @@ def _load(img_path, lab_path, reader, size, ratio=1.):
     x = _resize(torch.from_numpy(im).permute(2, 0, 1).float(), (nh, nw), 'bilinear')
     if lab_path is None: return x, None
     y = reader(lab_path)
-    if y.shape != (h, w): _fail(lab_path, f"label shape {y.shape} differs from its image {(h, w)} ({Path(img_path).name})",
+    if y.shape != (h, w): fail_input(lab_path, f"label shape {y.shape} differs from its image {(h, w)} ({Path(img_path).name})",
                                 "image and label files must come from the same dataset release")
     return x, _resize(torch.from_numpy(y)[None], (nh, nw), 'nearest')[0]
 
