@@ -289,6 +289,19 @@ class TermsCallback(Callback):
 
     def after_fit(self): self._flush()
 
+    def state(self)->dict:
+        "What a checkpoint needs to continue this callback exactly: its generator's state (None before first use)"
+        return dict(gen=None if self._gen is None else self._gen.get_state())
+
+    def restore(self, st:dict): # a `state()`
+        "Continue from a `state()`"
+        if st.get('gen') is not None: self._gen = torch.Generator(); self._gen.set_state(st['gen'])
+
+    def last_terms(self, epoch:int)->dict:
+        "The loss terms of the latest iteration of `epoch` (for messages); empty if there is none"
+        if not self._pending or self._pending[-1][0] != epoch: return {}
+        return dict(zip(self.terms, self._pending[-1][1].tolist()))
+
     def __getstate__(self):
         "Picklable: the generator is stored as its state"
         d = dict(self.__dict__)
@@ -372,7 +385,6 @@ class MaskTwins(TermsCallback):
                                        masks=[m[:n].detach().clone() for m in masks], views=[v[:n].detach().clone() for v in views],
                                        logits=[l[:n].detach().float() for l in logits], pl=pl[:n].clone(), conf=conf[:n].clone(),
                                        weight=w.detach().clone() if w.ndim == 0 else w[:n].detach().clone())
-
 
 # %% ../nbs/05_callbacks.ipynb #4d9bb1e2
 def show_views(learn, # a learner trained with `MaskTwins` (uses `learn.mt_views`)

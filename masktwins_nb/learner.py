@@ -45,8 +45,7 @@ class NaNGuard(Callback):
         if bool(torch.isfinite(self.learn.loss_grad).all()): return   # one host sync per batch
         terms = {'loss': float(self.learn.loss_grad.detach().float().sum())}
         for cb in self.learn.cbs:   # this iteration's terms of `MaskTwins`, `ClassMix`, ...
-            if isinstance(cb, TermsCallback) and cb._pending and cb._pending[-1][0] == self.epoch:
-                terms.update(zip(cb.terms, cb._pending[-1][1].tolist()))
+            if isinstance(cb, TermsCallback): terms.update(cb.last_terms(self.epoch))
         bad = [k for k, v in terms.items() if k != 'loss' and not math.isfinite(v)] or ['loss']
         ck = [str(c.fname) for c in self.learn.cbs if isinstance(c, SaveEveryEpoch) and c.fname.exists()]
         vals = ', '.join(f"{k}={v:.4g}" for k, v in terms.items())
@@ -159,17 +158,16 @@ def set_rng_state(st:dict): # a `rng_state()`
     random.setstate((v, tuple(s), g))
 
 # %% ../nbs/06_learner.ipynb #dc2fca46
-def _mt_cb(learn): return next((c for c in learn.cbs if isinstance(c, MaskTwins)), None)
 def _terms_cbs(learn): return [c for c in learn.cbs if isinstance(c, TermsCallback)]
 
 def train_state(learn:Learner)->dict|None: # None outside/before `fit`
     "Where a fit stands, for an exact resume: epoch, n_epoch, train_iter, all RNG states, data-loader epoch, history"
     if not hasattr(learn, 'n_epoch') or not hasattr(learn, 'train_iter') or not hasattr(learn, 'epoch'): return None
-    mt, rec = _mt_cb(learn), getattr(learn, 'recorder', None)
+    rec = getattr(learn, 'recorder', None)
     dls = getattr(learn, 'dls', None)
     return dict(epoch=int(learn.epoch), n_epoch=int(learn.n_epoch), train_iter=int(learn.train_iter), rng=rng_state(),
-                mask_rng=None if mt is None or mt._gen is None else mt._gen.get_state(),
-                gens={type(cb).__name__: cb._gen.get_state() for cb in _terms_cbs(learn) if cb._gen is not None},   # every loss callback's generator
+                gens={type(cb).__name__: cb.state()['gen'] for cb in _terms_cbs(learn)
+                      if cb.state()['gen'] is not None},   # every loss callback's generator
                 dl_epoch=int(getattr(getattr(dls, 'train', None), 'epoch', 0) or 0),
                 dl_rng=[list(dl.rng.getstate()[1]) + [dl.rng.getstate()[0]] if hasattr(dl, 'rng') else None for dl in getattr(dls, 'loaders', [])],
                 history=_plain(list(getattr(learn, 'mt_history', None) or [])),
@@ -390,9 +388,7 @@ class ResumeFit(Callback):
         st = self.st
         self.learn.mt_start_epoch, self.learn.train_iter = st['epoch'] + 1, st['train_iter']
         set_rng_state(st['rng'])
-        for cb in _terms_cbs(self.learn):   # generators of MaskTwins, ClassMix, ... (`mask_rng`: checkpoints written before `gens`)
-            g = (st.get('gens') or {}).get(type(cb).__name__, st.get('mask_rng') if isinstance(cb, MaskTwins) else None)
-            if g is not None: cb._gen = torch.Generator(); cb._gen.set_state(g)
+        for cb in _terms_cbs(self.learn): cb.restore(dict(gen=(st.get('gens') or {}).get(type(cb).__name__)))   # MaskTwins, ClassMix, ...
         dls = self.learn.dls
         if hasattr(dls.train, 'epoch'): dls.train.epoch = st['dl_epoch']
         for dl, r in zip(dls.loaders, st.get('dl_rng') or []):
