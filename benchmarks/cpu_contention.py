@@ -6,6 +6,7 @@ spin-wait for a core another process holds stall every parallel region; the sett
 
   today    the measured process as PyTorch starts by default (all cores, libgomp's default wait)
   passive  OMP_WAIT_POLICY=PASSIVE (threads sleep at once when idle)
+  one      OMP_NUM_THREADS=1 (one thread: nothing to wait for, half the cores when quiet)
   spin     GOMP_SPINCOUNT=<n> (spin briefly, then sleep); spin:N sets N directly
   package  what `masktwins_nb.cpu.cpu_env` sets for the console scripts and benchmarks (the package's default:
            OMP_NUM_THREADS = the cores available to the process, GOMP_SPINCOUNT=1000)
@@ -51,6 +52,7 @@ def setting_env(name:str, spin:int)->dict:
     "Environment variables of a setting (added to a clean copy of the caller's environment)"
     if name == 'today': return {}   # PyTorch's defaults: a thread per core, libgomp's default wait
     if name == 'passive': return dict(OMP_WAIT_POLICY='PASSIVE')
+    if name == 'one': return dict(OMP_NUM_THREADS='1')
     if name == 'spin': return dict(GOMP_SPINCOUNT=str(spin))
     if name.startswith('spin:'): return dict(GOMP_SPINCOUNT=name[5:])
     if name == 'package':
