@@ -195,13 +195,14 @@ def batch(a):
     return 0 if all(oks) else 1
 
 # ---------------------------------------------------------------- summary
-LABEL_FREE = ('lf_agree', 'lf_entropy', 'lf_fg')   # `masktwins_nb.selection.LabelFreeScores`
 def _ms(v):
     v = np.asarray(v, float)
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float('nan')
 
 def summarize(a):
     import pandas as pd
+    from masktwins_nb.selection import LabelFreeScores, spearman
+    LABEL_FREE = LabelFreeScores.keys
     runs = [json.loads(p.read_text()) for p in sorted(Path(a.runs).glob('*.json'))]
     if not runs: raise SystemExit(f"no run JSONs in {a.runs}")
     res = Path(a.results); res.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,6 @@ def summarize(a):
     sd['_o'] = sd.method.map(order)
     sd = sd.sort_values(['subset', 'ablation', '_o']).drop(columns='_o')
     sd.to_csv(res/'em_summary.csv', index=False, float_format='%.5f')
-    from masktwins_nb.selection import spearman
     lf = {k: spearman(g[k].values, g.iou.values) for k in LABEL_FREE
           for g in [df[[k, 'iou']].dropna()] if len(g) >= 3}   # over all runs that have the score
     if lf: print('Spearman rho of the final label-free scores with target IoU, all runs: '

@@ -11,22 +11,22 @@ import torch
 from fastcore.script import call_parse, store_true
 from fastai.torch_core import set_seed, default_device
 from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize, rescale_stack,
-                               InputError)
+                               InputError, IMG_EXTS, H5_EXTS)
 from .models import UNet
 from .metrics import binary_scores
 from .learner import (METHODS, masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
                                   NonFiniteLossError, tune_cpu_allocator)
 from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, check_resume, finish_run,
-                              interrupted_message, write_csv, data_identity, check_writable)
+                              interrupted_message, write_csv, atomic_save_json, data_identity, check_writable)
 from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
 from .selection import add_label_free_scores
+from .callbacks import CM_GATES, WEIGHT_MODES
 
 # %% auto #0
 __all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'check_options', 'train_job', 'terminate_as_exit',
-           'masktwins_train', 'atomic_save_json', 'load_model', 'predict_job', 'eval_job', 'masktwins_predict',
-           'masktwins_eval']
+           'masktwins_train', 'load_model', 'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
 
 # %% ../nbs/07_cli.ipynb #60f26cc4
 def _device(device):
@@ -89,7 +89,7 @@ SYNTHETIC_DEFAULTS = dict(alpha=0.99, iters=300, crop=64, downscale=1, bs=8, lr=
 DATA_DEFAULTS = dict(alpha=0.99, iters=1000, crop=128, downscale=2, bs=8, lr=1e-3, eval_every=250, block_size=32, width=16, depth=4, cm_gate='pl')
 
 _POSITIVE = ('iters', 'crop', 'downscale', 'bs', 'eval_every', 'block_size', 'width', 'depth')
-_CHOICES = dict(cm_gate=('none', 'pl'), weight_mode=('ratio', 'pixel', 'two_sided'))
+_CHOICES = dict(cm_gate=CM_GATES, weight_mode=WEIGHT_MODES)
 
 def check_options(**opts):
     "One `InputError` naming the first option outside its allowed range (before any data is read)"
@@ -99,7 +99,7 @@ def check_options(**opts):
         if k in _POSITIVE and (not float(v).is_integer() or v < 1): bad(k, v, "must be a whole number >= 1")
         if k in ('ratio', 'alpha') and not 0 <= v < 1: bad(k, v, "must lie in [0, 1)")
         if k == 'threshold' and not 0 <= v <= 1: bad(k, v, "must lie in [0, 1]")
-        if k in ('cm_weight',) and not v >= 0: bad(k, v, "must be >= 0")
+        if k == 'cm_weight' and not v >= 0: bad(k, v, "must be >= 0")
         if k == 'lr' and not v > 0: bad(k, v, "must be > 0")
         if k in _CHOICES and v not in _CHOICES[k]: bad(k, v, f"choose one of {', '.join(_CHOICES[k])}")
     if opts.get('method') is not None and opts['method'] not in METHODS:
@@ -191,7 +191,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
                resumed_from=None if ck is None else str(ck), config=dict(recipe, seed=seed, device=str(dev), world_size=world,
                source=str(source or 'synthetic'), target=str(target or 'synthetic')), evaluations=evals)
     if main:   # results first, the rename last: a folder with model.pth holds a finished run
-        atomic_write(out/'metrics.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
+        atomic_save_json(res, out/'metrics.json')
         write_csv(rows, out/'history.csv')
         atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, eval_every, f, title=method))
         finish_run(out)
@@ -295,11 +295,6 @@ def masktwins_train(
         say(f"target IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})")
     if main: atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
 
-# %% ../nbs/07_cli.ipynb #934b6e0e
-def atomic_save_json(obj, fname):
-    "Write `obj` as JSON to `fname` through a temporary file and `os.replace`."
-    return atomic_write(fname, lambda f: f.write(json.dumps(obj, indent=1).encode()))
-
 # %% ../nbs/07_cli.ipynb #7fa636a6
 def _arch(sd:dict)->str:
     "Width, depth and classes of a U-Net state dict, for messages"
@@ -327,10 +322,12 @@ def load_model(fname, # checkpoint written by `train_job` / `save_checkpoint`
 
 def _out_name(input)->str:
     "Output stem for `input`: the whole file name without its extension, plus the HDF5 dataset if one is named"
-    s = str(input).rstrip('/'); p = Path(s)
-    parts = s.split('.h5/') if '.h5/' in s else None
-    if parts: return Path(parts[0]).name + '_' + parts[1].replace('/', '_')
-    return p.stem if p.suffix.lower() in ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.bmp', '.h5', '.hdf5', '.hdf', '.he5') else p.name
+    s = str(input).rstrip('/')
+    for e in H5_EXTS:   # 'f.h5/key': the file's stem and the dataset
+        i = s.lower().find(e + '/')
+        if i >= 0: return Path(s[:i]).name + '_' + s[i + len(e) + 1:].replace('/', '_')
+    p = Path(s)
+    return p.stem if p.suffix.lower() in IMG_EXTS + H5_EXTS else p.name
 
 def predict_job(checkpoint:str, # checkpoint (model.pth)
                 input:str, # TIFF/PNG stack, folder of slices or HDF5 file

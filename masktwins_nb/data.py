@@ -18,10 +18,10 @@ from fastai.torch_core import default_device
 # %% auto #0
 __all__ = ['IMG_EXTS', 'H5_EXTS', 'LAYOUTS', 'VNC3_URL', 'LUCCHI_URL', 'LUCCHI_FILES', 'SYNTH_STYLES', 'InputError',
            'EMDataError', 'MissingInputError', 'InputIndexError', 'fail_input', 'natural_key', 'list_slices',
-           'check_file', 'read_slice', 'read_stack', 'binarize_mask', 'read_masks', 'normalize', 'rescale_stack',
-           'EMDomain', 'repo_root', 'data_root', 'detect_layout', 'load_domain', 'download_file', 'download_vnc3',
-           'download_lucchi', 'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair', 'EMCropDataset',
-           'EMSliceDataset', 'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
+           'check_file', 'read_slice', 'nonfinite_per_slice', 'read_stack', 'binarize_mask', 'read_masks', 'normalize',
+           'rescale_stack', 'EMDomain', 'repo_root', 'data_root', 'detect_layout', 'load_domain', 'download_file',
+           'download_vnc3', 'download_lucchi', 'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair',
+           'EMCropDataset', 'EMSliceDataset', 'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
 
 # %% ../nbs/02_data.ipynb #77c6e891
 class InputError(ValueError):
@@ -183,6 +183,12 @@ def _planes_are_slices(tf)->bool:
     return (len(tf.pages) == 1 and pg.planarconfig == 2 and pg.samplesperpixel in (3, 4) and tf.is_shaped
             and list(tf.shaped_metadata[0].get('shape', ())) == list(pg.shape))
 
+# %% ../nbs/02_data.ipynb #8cd3d6f1
+def nonfinite_per_slice(a:np.ndarray, # (N, H, W) stack
+                       )->np.ndarray: # (N,) counts of NaN/inf pixels
+    "How many NaN/inf pixels each slice of `a` has"
+    return (~np.isfinite(a)).reshape(len(a), -1).sum(1)
+
 # %% ../nbs/02_data.ipynb #10245abf
 def _split_h5(path, key):
     "Accept 'file.h5/dataset' as well as ('file.h5', key='dataset')"
@@ -294,7 +300,7 @@ class _Stack:
 
     def _check_finite(self, a, idx):
         "Refuse NaN/inf pixels, naming the first bad slice and counting the bad pixels"
-        bad = (~np.isfinite(a)).reshape(len(a), -1).sum(1)
+        bad = nonfinite_per_slice(a)
         if not bad.any(): return
         k = np.flatnonzero(bad); first = int(k[0])
         more = f"; {len(k) - 1} more slice(s) with {int(bad.sum() - bad[first])} more" if len(k) > 1 else ''
@@ -400,7 +406,7 @@ class EMDomain:
         if im.ndim == 2: im = im[None]
         if im.ndim != 3 or 0 in im.shape: raise EMDataError(f"{name}: images must be (N, H, W), got shape {im.shape}")
         if norm and im.dtype.kind in 'fc' and not np.isfinite(im).all():   # normalising would spread NaN over the volume
-            bad = (~np.isfinite(im)).reshape(len(im), -1).sum(1); k = int(np.flatnonzero(bad)[0])
+            bad = nonfinite_per_slice(im); k = int(np.flatnonzero(bad)[0])
             raise EMDataError(f"{name}: {int(bad.sum())} non-finite pixel value(s) (NaN/inf), the first in slice {k} "
                               "(fix: replace them, e.g. with the volume median)")
         self.images = normalize(im) if norm else im.astype(np.float32)

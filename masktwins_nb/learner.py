@@ -9,7 +9,7 @@ from copy import deepcopy
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from fastai.learner import Learner, Metric
+from fastai.learner import Learner, ValueMetric
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import Adam
@@ -352,20 +352,10 @@ def show_results(learn:Learner, # a trained learner
     return fig
 
 # %% ../nbs/06_learner.ipynb #90fbd99c
-class _Rate(Metric):
-    "The `it/s` column: the last rate measured by a `Throughput` callback"
-    def __init__(self, cb): self.cb = cb
-    def reset(self): pass
-    def accumulate(self, learn): pass
-    @property
-    def value(self): return None if self.cb.rate is None else round(self.cb.rate, 2)
-    @property
-    def name(self): return 'it/s'
-
 class Throughput(Callback):
     "Training iterations per second of each epoch in the line per evaluation (`it/s`); not kept in `recorder.values` / `metric_names`"
     order = 55 # after the `Recorder` (50) logged the line
-    def __init__(self): self.rate, self.metric = None, _Rate(self)
+    def __init__(self): self.rate, self.metric = None, ValueMetric(lambda: None if self.rate is None else round(self.rate, 2), 'it/s')
     def before_train(self): self.t0, self.n = time.perf_counter(), 0
     def after_batch(self):
         if self.training: self.n += 1

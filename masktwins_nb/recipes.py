@@ -10,11 +10,12 @@ import torch, torch.nn as nn
 from fastai.callback.core import Callback
 from fastai.torch_core import set_seed, default_device
 from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13, CITYSCAPES_CLASSES
-from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator, atomic_write
+from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
 from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
 from .run import prepare_run, check_run_folder, resume_file, check_resume, finish_run, interrupted_message, write_csv
+from .run import atomic_save_json
 from .data import InputError
 from contextlib import nullcontext
 
@@ -145,7 +146,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                **_per_class(learn),
                config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
                source=str(source), target=str(target), device=str(dev))
-    atomic_write(out/'metrics.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
+    atomic_save_json(res, out/'metrics.json')
     mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', None) or [])}
     rows = [{**mix.get(r['iter'], {}), **r} for r in (getattr(learn, 'mt_history', None) or [])]
     if rows: write_csv(rows, out/'history.csv')

@@ -13,7 +13,7 @@ from .learner import atomic_write
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'read_checkpoint', 'data_identity', 'check_writable', 'check_run_folder', 'resume_file', 'prepare_run',
-           'check_resume', 'finish_run', 'interrupted_message', 'write_csv']
+           'check_resume', 'finish_run', 'interrupted_message', 'write_csv', 'atomic_save_json']
 
 # %% ../nbs/09_run.ipynb #e41dcf58
 def read_checkpoint(fname, # a model.pth / model.interrupted.pth written by training
@@ -139,3 +139,9 @@ def write_csv(rows:list, # dicts of numbers
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k != 'iter', k))
     lines = [','.join(keys)] + [','.join('' if r.get(k) is None else f'{r[k]:.6g}' for k in keys) for r in rows]
     return atomic_write(fname, lambda f: f.write(('\n'.join(lines) + '\n').encode()))
+
+def atomic_save_json(obj, # JSON-able
+                     fname, # file to write
+                    )->Path:
+    "Write `obj` as JSON to `fname` through a temporary file and a rename"
+    return atomic_write(fname, lambda f: f.write(json.dumps(obj, indent=1).encode()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from fastai.callback.core import Callback
-from fastai.learner import Metric
+from fastai.learner import ValueMetric
 from fastcore.foundation import L
 from fastcore.basics import patch
 from .masks import mask_views, apply_mask
@@ -15,17 +15,6 @@ from .callbacks import unwrap_model
 
 # %% auto #0
 __all__ = ['LabelFreeScores', 'add_label_free_scores', 'spearman']
-
-# %% ../nbs/18_selection.ipynb #16c27075
-class _Score(Metric):
-    "One score of a `LabelFreeScores` callback as a recorder column"
-    def __init__(self, cb, key): self.cb, self.key = cb, key
-    def reset(self): pass
-    def accumulate(self, learn): pass
-    @property
-    def value(self): return self.cb.scores.get(self.key)
-    @property
-    def name(self): return self.key
 
 # %% ../nbs/18_selection.ipynb #574e94fa
 class LabelFreeScores(Callback):
@@ -38,7 +27,7 @@ class LabelFreeScores(Callback):
                  seed:int=0, # crops and masks are drawn once from this seed
                 ):
         self.n, self.block_size, self.seed, self.scores, self.crops = n, block_size, seed, {}, None
-        self.metrics = [_Score(self, k) for k in self.keys]
+        self.metrics = [ValueMetric(lambda k=k: self.scores.get(k), k) for k in self.keys]   # recorder columns
 
     def before_fit(self):
         "Draw the crops from the training target (and the complementary masks) once"
