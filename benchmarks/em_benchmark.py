@@ -19,9 +19,10 @@ Data: --data is the real data root (vnc3/ + lucchi/, default $MASKTWINS_DATA or 
 written by `cache` (an .npz). Either way every volume is area-downscaled by --downscale (2) from its raw uint8
 values, rounded to uint8 and then normalised per volume by `EMDomain`, so both give the same inputs.
 
-The recipe (fixed before any run, identical for every method; see RECIPE) is the CLI's DATA_DEFAULTS except the
-iteration count, sized so that one MaskTwins run takes <= 30 min on 2 CPU cores. The reported score is always that
-of the final student; the test-set curves are for plotting only (no model selection on them).
+The recipe (fixed before any run, identical for every method; see RECIPE) is the package's EM recipe
+(`masktwins_nb.recipe.EM`) with the paper's ungated loss and an iteration count sized so that one MaskTwins run takes
+<= 30 min on 2 CPU cores. The reported score is always that of the final student; the test-set curves are for plotting
+only (no model selection on them).
 """
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, time
@@ -34,9 +35,10 @@ sys.path.insert(0, str(REPO))   # run from a checkout without installing
 from masktwins_nb.cpu import apply_cpu_env
 apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu notebook)
 
-# fixed in advance, identical across methods (CLI DATA_DEFAULTS, iters cut to fit the 30-min CPU budget)
-RECIPE = dict(iters=500, eval_every=100, crop=128, downscale=2, bs=8, lr=1e-3, width=16, depth=4, alpha=0.99,
-              block_size=32, ratio=0.5, cm_weight=0.01, cm_gate='none', threshold=0.968, weight_mode='ratio', tile=256)
+# fixed in advance, identical across methods: the package's EM recipe with the paper's ungated loss, iters cut to fit
+# the 30-min CPU budget (plus the inference tile)
+from masktwins_nb.recipe import EM
+RECIPE = dict(EM.replace(iters=500, eval_every=100, cm_gate='none').asdict(), tile=256)
 
 # name -> (masktwins_learner method, overrides); 'oracle' also swaps the source for the labelled target-train volume
 METHODS = dict(source_only=('source_only', {}), selftrain=('selftrain', {}), mic=('mic', {}),
@@ -115,8 +117,9 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
     dls = em_dataloaders(src, tgt, tst, crop=cfg['crop'], downscale=1, bs=cfg['bs'], iters_per_epoch=cfg['eval_every'],
                          seed=seed, device=dev)
     model = UNet(in_ch=1, n_classes=2, depth=cfg['depth'], width=cfg['width'])
-    learn = masktwins_learner(dls, model, method=lmethod, alpha=cfg['alpha'], block_size=cfg['block_size'], ratio=cfg['ratio'],
-                              cm_weight=cfg['cm_weight'], cm_gate=cfg['cm_gate'], threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], seed=seed)
+    recipe = EM.replace(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in EM.names() and k != 'method'},
+                        method=lmethod)
+    learn = masktwins_learner(dls, model, recipe, seed=seed)
     from masktwins_nb.selection import add_label_free_scores
     add_label_free_scores(learn)   # label-free scores per evaluation (no effect on training): ranked against IoU in `summarize`
     t0 = time.time()

@@ -17,11 +17,12 @@ from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.learner import Metric
 from fastai.torch_core import rank_distrib
 from .masks import MASK_MODES, mask_views, apply_mask
+from .recipe import Recipe, BN_MODES, WEIGHT_MODES, CM_GATES   # the vocabulary and every default
 
 # %% auto #0
-__all__ = ['BN_MODES', 'WEIGHT_MODES', 'TERMS', 'CM_GATES', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode',
-           'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight', 'pseudo_label', 'random_blur', 'StrongAug',
-           'target_losses', 'LossTerm', 'TermsCallback', 'MaskTwins', 'show_views']
+__all__ = ['TERMS', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode', 'make_teacher', 'ema_update', 'EMATeacher',
+           'pl_weight', 'pseudo_label', 'random_blur', 'StrongAug', 'target_losses', 'LossTerm', 'TermsCallback',
+           'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #03c446ca
 class SplitTarget(Callback):
@@ -53,16 +54,14 @@ def unwrap_model(m:nn.Module, # a model, possibly wrapped by `DistributedDataPar
 
 # %% ../nbs/05_callbacks.ipynb #4e477b9e
 def ema_alpha(t:int, # number of EMA updates done so far
-              alpha:float=0.999, # long-run decay (upper bound)
+              alpha:float=Recipe.alpha, # long-run decay (upper bound)
              )->float: # the decay α_t of update number t+1
     "Mean-teacher decay with warm-up: α_t = min(1 − 1/(t+1), α)"
     return min(1 - 1/(t + 1), alpha)
 
 # %% ../nbs/05_callbacks.ipynb #6dd0cd99
-BN_MODES = ('ema', 'copy', 'keep', 'batch')
-
 def set_teacher_mode(teacher:nn.Module, # the teacher model
-                     bn:str='ema', # one of `BN_MODES`; 'batch' keeps BatchNorm layers in train mode
+                     bn:str=Recipe.bn, # one of `BN_MODES`; 'batch' keeps BatchNorm layers in train mode
                     )->nn.Module: # `teacher`, in eval mode with frozen parameters
     "Eval mode (dropout off, BN on running buffers, or batch statistics for `bn='batch'`), `requires_grad=False`"
     teacher.eval()
@@ -73,7 +72,7 @@ def set_teacher_mode(teacher:nn.Module, # the teacher model
     return teacher
 
 def make_teacher(student:nn.Module, # the student, possibly wrapped (DDP, DataParallel, `torch.compile`)
-                 bn:str='ema', # one of `BN_MODES`
+                 bn:str=Recipe.bn, # one of `BN_MODES`
                 )->nn.Module: # an independent deep copy of the unwrapped student, set up by `set_teacher_mode`
     "A frozen deep copy of the (unwrapped) student to serve as EMA teacher"
     return set_teacher_mode(deepcopy(unwrap_model(student)), bn)
@@ -83,7 +82,7 @@ def make_teacher(student:nn.Module, # the student, possibly wrapped (DDP, DataPa
 def ema_update(teacher:nn.Module, # EMA model φ, updated in place
                student:nn.Module, # current student θ (may be wrapped)
                alpha:float, # decay α_t: φ ← α φ + (1−α) θ
-               bn:str='ema', # buffers: 'ema' (same EMA, integer buffers copied), 'copy'/'batch' (copied), 'keep' (untouched)
+               bn:str=Recipe.bn, # buffers: 'ema' (same EMA, integer buffers copied), 'copy'/'batch' (copied), 'keep' (untouched)
               )->nn.Module: # `teacher`
     "One EMA step of the teacher's parameters (and buffers, see `bn`), in place with `torch._foreach_lerp_`"
     if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
@@ -108,8 +107,8 @@ class EMATeacher(Callback):
     "Mean teacher `learn.mt_teacher`: EMA of the student, updated after every real optimiser step (`learn.mt_ema_step`)"
     order = -4 # `before_fit` after `TrainEvalCallback` (-10) moved the model to its device
     def __init__(self,
-                 alpha:float=0.999, # long-run EMA decay α; α_t = min(1 − 1/(t+1), α)
-                 bn:str='ema', # BatchNorm buffers: 'ema', 'copy', 'keep' or 'batch' (see `BN_MODES`)
+                 alpha:float=Recipe.alpha, # long-run EMA decay α; α_t = min(1 − 1/(t+1), α)
+                 bn:str=Recipe.bn, # BatchNorm buffers: 'ema', 'copy', 'keep' or 'batch' (see `BN_MODES`)
                  reset:bool=False, # rebuild the teacher (and its step counter) at every `fit` instead of keeping it
                 ):
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
@@ -132,12 +131,10 @@ class EMATeacher(Callback):
         self.learn.mt_ema_step += 1
 
 # %% ../nbs/05_callbacks.ipynb #fdd30df4
-WEIGHT_MODES = ('ratio', 'pixel', 'two_sided')
-
 def pl_weight(conf:Tensor, # (B,H,W) teacher confidence (max softmax probability)
               pl:Tensor, # (B,H,W) int64 pseudo-labels
-              threshold:float=0.968, # confidence threshold τ
-              mode:str='ratio', # one of `WEIGHT_MODES`
+              threshold:float=Recipe.threshold, # confidence threshold τ
+              mode:str=Recipe.weight_mode, # one of `WEIGHT_MODES`
               n_classes:int|None=None, # number of classes (for 'two_sided'; default pl.max()+1)
              )->Tensor: # 0-d tensor ('ratio') or (B,H,W) weights
     "Pseudo-label weight: batch share of confident pixels ('ratio'), confident-pixel indicator ('pixel'), per-class share ('two_sided')"
@@ -152,7 +149,7 @@ def pl_weight(conf:Tensor, # (B,H,W) teacher confidence (max softmax probability
     raise ValueError(f"weight mode must be one of {WEIGHT_MODES}, got {mode!r}")
 
 def pseudo_label(logits:Tensor, # (B,C,H,W) teacher logits
-                 threshold:float=0.968, # confidence threshold τ
+                 threshold:float=Recipe.threshold, # confidence threshold τ
                  mode:str='ratio', # weight mode, see `pl_weight`
                 )->tuple: # (pseudo-labels (B,H,W) int64, weight, confidence (B,H,W))
     "Hard pseudo-labels, their weight and confidence from teacher logits (no gradient)"
@@ -314,21 +311,19 @@ class TermsCallback(Callback):
         self.__dict__.update(d)
         if st is not None: self._gen = torch.Generator(); self._gen.set_state(st)
 
-CM_GATES = ('none', 'pl')
-
 class MaskTwins(TermsCallback):
     "Adds the MaskTwins target loss (teacher pseudo-labels on masked, augmented target views + view consistency) to `learn.loss_grad`"
     order = 5 # after_loss: after fastai's source loss, before GradientAccumulation (6) and MixedPrecision (10)
     terms = TERMS
     def __init__(self,
                  mode:str='complementary', # 'complementary' (MaskTwins), 'random_pair', 'single' (MIC) or 'none' (self-training)
-                 block_size:int=64, # mask block side in pixels
-                 ratio:float|list=0.5, # mask ratio r (fraction of blocks masked in the first view); a list: drawn per batch
-                 cm_weight:float=0.01, # λ_cm, weight of the MSE between the two views' logits (pair modes)
-                 cm_gate:str='none', # 'none': λ_cm·MSE (paper); 'pl': λ_cm·q̄·MSE, q̄ the batch's mean pseudo-label weight
-                 threshold:float=0.968, # pseudo-label confidence threshold τ
-                 weight_mode:str='ratio', # pseudo-label weight: 'ratio' (paper), 'pixel' or 'two_sided'
-                 tgt_weight:float=1.0, # weight of the pseudo-label CE (0 with mode 'none': source-only with extra forwards)
+                 block_size:int=Recipe.block_size, # mask block side in pixels
+                 ratio:float|list=Recipe.ratio, # mask ratio r (fraction of blocks masked in the first view); a list: drawn per batch
+                 cm_weight:float=Recipe.cm_weight, # λ_cm, weight of the MSE between the two views' logits (pair modes)
+                 cm_gate:str=Recipe.cm_gate, # 'none': λ_cm·MSE (paper); 'pl': λ_cm·q̄·MSE, q̄ the batch's mean pseudo-label weight
+                 threshold:float=Recipe.threshold, # pseudo-label confidence threshold τ
+                 weight_mode:str=Recipe.weight_mode, # pseudo-label weight: 'ratio' (paper), 'pixel' or 'two_sided'
+                 tgt_weight:float=Recipe.tgt_weight, # weight of the pseudo-label CE (0 with mode 'none': source-only with extra forwards)
                  aug:bool|StrongAug=True, # strong augmentation of the target: True (default `StrongAug()`), False, or a callable(x, generator)
                  batched_views:bool=True, # both views in one forward (torch.cat along the batch) instead of one forward each
                  seed:int|None=None, # seed of the mask/augmentation generator (default: `torch.initial_seed()`)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_cli.ipynb #cbbdb208
 from __future__ import annotations
-import os, sys, json, time
+import os, sys, json, time, inspect
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, r
                                InputError, IMG_EXTS, H5_EXTS)
 from .models import UNet
 from .metrics import binary_scores
-from .learner import (METHODS, masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
+from .learner import (masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
                                   NonFiniteLossError, tune_cpu_allocator)
 from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, check_resume, finish_run,
                               interrupted_message, write_csv, atomic_save_json, data_identity, check_writable)
@@ -22,11 +22,14 @@ from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
 from .selection import add_label_free_scores
-from .callbacks import CM_GATES, WEIGHT_MODES
+from .recipe import Recipe, RECIPES, EM, SYNTHETIC, METHODS
+import argparse
+from dataclasses import fields
+from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['SYNTHETIC_DEFAULTS', 'DATA_DEFAULTS', 'plot_curves', 'check_options', 'train_job', 'terminate_as_exit',
-           'masktwins_train', 'load_model', 'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
+__all__ = ['plot_curves', 'check_options', 'train_job', 'terminate_as_exit', 'masktwins_train', 'train_parser', 'load_model',
+           'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
 
 # %% ../nbs/07_cli.ipynb #60f26cc4
 def _device(device):
@@ -85,50 +88,21 @@ def _local_device():
     return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
 
 # %% ../nbs/07_cli.ipynb #e0bf5171
-SYNTHETIC_DEFAULTS = dict(alpha=0.99, iters=300, crop=64, downscale=1, bs=8, lr=2e-3, eval_every=100, block_size=16, width=16, depth=3, cm_gate='none')
-DATA_DEFAULTS = dict(alpha=0.99, iters=1000, crop=128, downscale=2, bs=8, lr=1e-3, eval_every=250, block_size=32, width=16, depth=4, cm_gate='pl')
-
-_POSITIVE = ('iters', 'crop', 'downscale', 'bs', 'eval_every', 'block_size', 'width', 'depth')
-_CHOICES = dict(cm_gate=CM_GATES, weight_mode=WEIGHT_MODES)
-
-def check_options(**opts):
-    "One `InputError` naming the first option outside its allowed range (before any data is read)"
-    def bad(k, v, rule): raise InputError(f"--{k} {v}: {rule}")
-    for k, v in opts.items():
-        if v is None: continue
-        if k in _POSITIVE and (not float(v).is_integer() or v < 1): bad(k, v, "must be a whole number >= 1")
-        if k in ('ratio', 'alpha') and not 0 <= v < 1: bad(k, v, "must lie in [0, 1)")
-        if k == 'threshold' and not 0 <= v <= 1: bad(k, v, "must lie in [0, 1]")
-        if k == 'cm_weight' and not v >= 0: bad(k, v, "must be >= 0")
-        if k == 'lr' and not v > 0: bad(k, v, "must be > 0")
-        if k in _CHOICES and v not in _CHOICES[k]: bad(k, v, f"choose one of {', '.join(_CHOICES[k])}")
-    if opts.get('method') is not None and opts['method'] not in METHODS:
-        raise InputError(f"Unknown method {opts['method']!r}; choose one of {', '.join(METHODS)}")
+def check_options(recipe:Recipe=EM, # the recipe to change
+                  **opts, # fields to change (None: keep the recipe's value)
+                 )->Recipe:
+    "`recipe` with `opts`, or one `InputError` naming the first option out of range (before any data is read)"
+    try: return recipe.replace(**opts).check()
+    except ValueError as e: raise InputError(str(e) if str(e).startswith('unknown') else f"--{e}") from None
 
 # %% ../nbs/07_cli.ipynb #032a562d
 def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
               target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
               target_test:str=None, # labelled target test data (default: the test split of `target`)
-              method:str='masktwins', # source_only, selftrain, mic, random_pair or masktwins
-              iters:int=None, # training iterations
-              crop:int=None, # training crop size (pixels, after downscaling)
-              downscale:int=None, # downscale factor applied to all volumes
-              lr:float=None, # peak learning rate
-              bs:int=None, # batch size (source and target each)
+              recipe:Recipe=None, # the settings (default: `EM` with data, `SYNTHETIC` without)
               seed:int=0, # random seed
               device:str=None, # 'cpu', 'cuda', 'cuda:1' ... (default: cuda if available)
               out:str='masktwins_run', # output folder
-              eval_every:int=None, # iterations between evaluations / checkpoints
-              block_size:int=None, # mask block size (pixels)
-              ratio:float=0.5, # mask ratio
-              alpha:float=None, # EMA teacher decay (default 0.99: a horizon of ~100 iterations suits short runs)
-              cm_weight:float=0.01, # consistency (MSE) weight
-              cm_gate:str=None, # 'none' (paper) or 'pl' (MSE scaled by the pseudo-label weight); default 'none' synthetic / 'pl' on data
-              threshold:float=0.968, # pseudo-label confidence threshold
-              weight_mode:str='ratio', # pseudo-label weight: ratio, pixel or two_sided
-              width:int=None, # U-Net base width
-              depth:int=None, # U-Net depth
-              amp:bool=False, # mixed precision
               progress:bool=True, # progress bars
               resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
               overwrite:bool=False, # replace an earlier run in `out` (its own files only; nothing else in `out` is touched)
@@ -136,13 +110,11 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
               distributed:bool=None, # data-parallel over the processes of a `torchrun`/`accelerate launch`; None: when WORLD_SIZE > 1
               source_masks:str=None, # masks of `source` when it is a volume file or a folder of slices
               target_test_masks:str=None, # masks of `target_test` when it is a volume file or a folder of slices
+              **overrides, # recipe fields to change: `method='mic'`, `iters=500`, ... (None values are ignored)
              )->dict:
     "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Everything is checked first."
     if (source is None) != (target is None): raise InputError("Give both --source and --target, or neither (synthetic default)")
-    d = dict(SYNTHETIC_DEFAULTS if source is None else DATA_DEFAULTS)
-    d.update({k: v for k, v in dict(iters=iters, crop=crop, downscale=downscale, bs=bs, lr=lr, eval_every=eval_every,
-              block_size=block_size, width=width, depth=depth, alpha=alpha, cm_gate=cm_gate).items() if v is not None})
-    check_options(method=method, ratio=ratio, cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, **d)
+    r = check_options(recipe or (SYNTHETIC if source is None else EM), **overrides)
     world, rank = _distributed(distributed)
     main = rank == 0   # only the first process writes to `out`
     dev = _device(device) if world == 1 or device is not None else _local_device()
@@ -153,30 +125,28 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
         src = load_domain(source, split='train', mask_path=source_masks)
         tgt = load_domain(target, split='train', labels=False)
         tst = load_domain(target_test or target, split='test', mask_path=target_test_masks)
-        check_inputs(src, tgt, tst, crop=d['crop'], downscale=d['downscale'],
+        check_inputs(src, tgt, tst, crop=r.crop, downscale=r.downscale,
                      paths=dict(source=source, target=target, target_test=target_test or target))
-    recipe = dict(d, ratio=ratio, cm_weight=cm_weight, threshold=threshold, weight_mode=weight_mode, amp=bool(amp))
-    meta = dict(model=dict(name='UNet', in_ch=1, n_classes=2, depth=d['depth'], width=d['width']), downscale=d['downscale'],
-                method=method, seed=seed, recipe=recipe, data=data_identity(source=src, target=tgt, target_test=tst))
+    meta = dict(model=dict(name='UNet', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width), downscale=r.downscale,
+                method=r.method, seed=seed, recipe=r.asdict(), data=data_identity(source=src, target=tgt, target_test=tst))
     ck = resume_file(out, resume)
     if ck is not None: check_resume(ck, meta)
     if main: prepare_run(out, resume, overwrite)   # the first write: the folder, stale temporaries gone, an old run replaced
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 06_learner)
     set_seed(seed, reproducible=True)
-    eval_every = min(d['eval_every'], d['iters'])
+    eval_every = min(r.eval_every, r.iters)
     # several processes share each epoch's crops (`RankDL`): N x the batches, so every rank does `eval_every` steps per epoch
-    dls = em_dataloaders(src, tgt, tst, crop=d['crop'], downscale=d['downscale'], bs=d['bs'], iters_per_epoch=eval_every * world,
+    dls = em_dataloaders(src, tgt, tst, crop=r.crop, downscale=r.downscale, bs=r.bs, iters_per_epoch=eval_every * world,
                          seed=seed, device=dev)
-    model = UNet(in_ch=1, n_classes=2, depth=d['depth'], width=d['width'])
-    learn = masktwins_learner(dls, model, method=method, alpha=d['alpha'], block_size=d['block_size'], ratio=ratio, cm_weight=cm_weight,
-                              cm_gate=d['cm_gate'], threshold=threshold, weight_mode=weight_mode, seed=seed, mixed_precision=amp,
+    model = UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width)
+    learn = masktwins_learner(dls, model, r, seed=seed,
                               cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
     add_label_free_scores(learn)   # lf_agree, lf_entropy, lf_fg per evaluation: no labels, no effect on training
     t0 = time.time()
     try:
         with distributed_ctx(learn) if world > 1 else nullcontext(), (nullcontext() if progress else learn.no_bar()), \
              (nullcontext() if progress else learn.no_logging()):
-            fit_iters(learn, d['iters'] * world, d['lr'], resume=ck)   # iterations of the whole loader: `iters` steps per rank
+            fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=ck)   # iterations of the whole loader: `iters` steps per rank
     except BaseException as e:
         msg = interrupted_message(out, e) if main else None
         if isinstance(e, NonFiniteLossError):
@@ -187,13 +157,13 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     secs = time.time() - t0
     scores = _val_scores(learn.model, dls.valid, dev)
     rows, evals = _history(learn)
-    res = dict(method=method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
-               resumed_from=None if ck is None else str(ck), config=dict(recipe, seed=seed, device=str(dev), world_size=world,
+    res = dict(method=r.method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
+               resumed_from=None if ck is None else str(ck), config=dict(r.asdict(), seed=seed, device=str(dev), world_size=world,
                source=str(source or 'synthetic'), target=str(target or 'synthetic')), evaluations=evals)
     if main:   # results first, the rename last: a folder with model.pth holds a finished run
         atomic_save_json(res, out/'metrics.json')
         write_csv(rows, out/'history.csv')
-        atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, eval_every, f, title=method))
+        atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, eval_every, f, title=r.method))
         finish_run(out)
     return res
 
@@ -217,68 +187,48 @@ def _table(results:dict)->str:
         lines.append(f"{m:<12} {s['iou']:6.3f} {s['f1']:6.3f} {s['mcc']:6.3f} {s['ap']:6.3f} {r['seconds']:8.1f}")
     return '\n'.join(lines)
 
-def _preset_main(preset, source, target, target_test, method, out, seed, device, quiet, downscale, pretrained, resume=False,
-                 overwrite=False, **kw):
+def _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume=False, overwrite=False,
+                 **fields):
     "`masktwins_train --preset ...`: train a natural-image preset (see the 14_synthia2cityscapes notebook) and print mIoU16/13"
     if source is None or target is None: raise InputError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
     from masktwins_nb.recipes import preset_job, PRESETS
     if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    ov = {k: v for k, v in kw.items() if k in PRESETS[preset] and v is not None}
-    r = preset_job(source, target, preset, target_test=target_test, out=out, downscale=downscale or 1, pretrained=pretrained,
-                   method=method, seed=seed, device=device, progress=not quiet, resume=resume, overwrite=overwrite, **ov)
+    r = preset_job(source, target, preset, target_test=target_test, out=out, pretrained=pretrained, seed=seed, device=device,
+                   progress=not quiet, resume=resume, overwrite=overwrite, **{k: v for k, v in fields.items() if v is not None})
     if rank_distrib() == 0:
-        print(f"{preset} ({method}, {r['iters']} iterations, {r['seconds']:.0f} s): mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
+        print(f"{preset} ({r['method']}, {r['iters']} iterations, {r['seconds']:.0f} s): mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
     return r
 
-@call_parse
 def masktwins_train(
     source:str=None, # labelled source data: VNC III folder, folder with images/ and masks/, or a volume file
     target:str=None, # target data: Lucchi folder, folder or volume; its train split is used without labels
     target_test:str=None, # labelled target test data (default: the test split of --target)
-    method:str='masktwins', # source_only, selftrain, mic, random_pair or masktwins
     baseline:store_true=False, # also train source-only with the same seed and budget (always on without data)
-    iters:int=None, # training iterations (default 300 synthetic / 1000 on data)
-    crop:int=None, # training crop size in pixels after downscaling (default 64 / 128)
-    downscale:int=None, # downscale factor of all volumes (default 1 / 2)
-    lr:float=None, # peak learning rate of the one-cycle schedule (default 2e-3 / 1e-3)
-    bs:int=None, # batch size, source and target each (default 8)
     seed:int=0, # random seed
     device:str=None, # cpu, cuda, cuda:1 ... (default: cuda when available)
     out:str='masktwins_run', # output folder: one sub-folder per method
-    eval_every:int=None, # iterations between evaluations and checkpoints (default 100 / 250)
-    block_size:int=None, # mask block size in pixels (default 16 / 32: a quarter of the crop)
-    ratio:float=0.5, # mask ratio
-    alpha:float=None, # EMA teacher decay (default 0.99; the paper's 0.999 is for 40k-iteration runs)
-    cm_weight:float=0.01, # weight of the consistency MSE between the two views
-    cm_gate:str=None, # none (paper) or pl: consistency scaled by the pseudo-label weight (default none synthetic / pl on data)
-    threshold:float=0.968, # pseudo-label confidence threshold
-    weight_mode:str='ratio', # pseudo-label weight: ratio, pixel or two_sided
-    width:int=None, # U-Net base width (default 16)
-    depth:int=None, # U-Net depth (default 3 / 4)
-    amp:store_true=False, # mixed precision
     quiet:store_true=False, # no progress bars
     resume:store_true=False, # continue interrupted runs from out/<method>/model.interrupted.pth (or model.pth)
     overwrite:store_true=False, # replace earlier runs in out/<method>/ (only their own files; anything else there is kept)
     source_masks:str=None, # masks of --source when it is a volume file or a folder of slices (file, folder or f.h5/key)
     target_test_masks:str=None, # masks of --target_test when it is a volume file or a folder of slices
     preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (needs the natural extra; see 14_synthia2cityscapes)
-    variant:str=None, # preset model: mit_b0 ... mit_b5 (default mit_b5) or tiny
     pretrained:str=None, # preset: local ImageNet MiT weights file (official mit_bX.pth or HuggingFace naming)
     distributed:store_true=False, # data-parallel over the processes of `torchrun --nproc_per_node N` / `accelerate launch` (automatic when WORLD_SIZE > 1)
+    **fields, # `Recipe` fields to change (`method`, `iters`, `crop`, ...; on the command line, one option each)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
     if preset is not None:
-        with terminate_as_exit(): return _preset_main(**{k: v for k, v in locals().items() if k != 'preset'}, preset=preset)
-    check_options(method=method, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs, eval_every=eval_every,
-                  block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight, cm_gate=cm_gate, threshold=threshold,
-                  weight_mode=weight_mode, width=width, depth=depth)   # before anything is printed or read
+        with terminate_as_exit():
+            return _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume, overwrite, **fields)
+    base = SYNTHETIC if source is None and target is None else EM
+    r = check_options(base, **fields)   # before anything is printed or read
     if rank_distrib() == 0: _device(device)
-    methods = [method]
-    if source is None and target is None: methods = ['source_only', 'masktwins'] if method == 'masktwins' else list(dict.fromkeys(['source_only', method]))
-    elif baseline and method != 'source_only': methods = ['source_only', method]
-    kw = dict(source=source, target=target, target_test=target_test, iters=iters, crop=crop, downscale=downscale, lr=lr, bs=bs,
-              seed=seed, device=device, eval_every=eval_every, block_size=block_size, ratio=ratio, alpha=alpha, cm_weight=cm_weight, cm_gate=cm_gate,
-              threshold=threshold, weight_mode=weight_mode, width=width, depth=depth, amp=amp, progress=not quiet, resume=resume,
+    m = r.method
+    methods = [m]
+    if source is None and target is None: methods = list(dict.fromkeys(['source_only', m]))
+    elif baseline and m != 'source_only': methods = ['source_only', m]
+    kw = dict(source=source, target=target, target_test=target_test, seed=seed, device=device, progress=not quiet, resume=resume,
               overwrite=overwrite, distributed=distributed or None, source_masks=source_masks, target_test_masks=target_test_masks)
     results, main = {}, rank_distrib() == 0
     say = print if main else (lambda *a, **k: None)   # one process talks
@@ -287,13 +237,37 @@ def masktwins_train(
     with terminate_as_exit():   # a SIGTERM (scheduler, kill) ends the run like a crash: last checkpoint kept
         for m in methods:
             say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
-            results[m] = train_job(method=m, out=Path(out)/m, **kw)
+            results[m] = train_job(recipe=r.replace(method=m), out=Path(out)/m, **kw)
             say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
     say(_table(results))
     if len(results) == 2:
         a, b = (results[m]['target_test']['iou'] for m in methods)
         say(f"target IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})")
     if main: atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
+
+
+# %% ../nbs/07_cli.ipynb #7ea67c32
+_TYPES = dict(int=int, float=float, str=str)
+
+def _add_options(p, docs:dict, defaults=None):
+    "One option per documented parameter (`store_true` for flags, two numbers for tuples)"
+    for k, d in docs.items():
+        if k == 'return' or d['kind'] in (2, 4): continue   # *args / **kwargs
+        a, help = str(d['anno']), d['docment'] or ''
+        if 'store_true' in a or a == 'bool': p.add_argument(f'--{k}', action='store_true', default=None, help=help); continue
+        if defaults: help += f" (default: {defaults(k)})"
+        elif d['default'] not in (None, inspect.Parameter.empty): help += f" (default: {d['default']})"
+        kw = dict(nargs=2, type=int) if a == 'tuple' else dict(type=_TYPES.get(a.split('|')[0], str))
+        p.add_argument(f'--{k}', default=None if defaults else d['default'], help=help, **kw)
+
+def train_parser()->argparse.ArgumentParser:
+    "The `masktwins_train` command line: run options, then every `Recipe` field"
+    p = argparse.ArgumentParser(prog='masktwins_train', description=masktwins_train.__doc__)
+    _add_options(p, docments(masktwins_train, full=True))
+    g = p.add_argument_group('recipe', 'defaults: the em recipe with data / the synthetic one without (see the recipe notebook)')
+    _add_options(g, docments(Recipe, full=True),
+                 lambda k: f"{getattr(EM, k)} / {getattr(SYNTHETIC, k)}" if getattr(EM, k) != getattr(SYNTHETIC, k) else getattr(EM, k))
+    return p
 
 # %% ../nbs/07_cli.ipynb #7fa636a6
 def _arch(sd:dict)->str:

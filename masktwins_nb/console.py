@@ -20,11 +20,13 @@ def run_command(name:str, # a `call_parse` command of `masktwins_nb.cli`
     from masktwins_nb import cli
     from masktwins_nb.data import InputError
     from masktwins_nb.learner import NonFiniteLossError
-    f = getattr(cli, name).__wrapped__
-    p = anno_parser(f, prog=name)
+    f = getattr(cli, name)
+    if name == 'masktwins_train': p = cli.train_parser()   # run options and one option per recipe field
+    else: f = f.__wrapped__; p = anno_parser(f, prog=name)
     p.add_argument('--debug', action='store_true', help='show the full traceback of an error (also: MASKTWINS_DEBUG=1)')
     args = vars(p.parse_args(argv)); debug = args.pop('debug') or bool(os.environ.get('MASKTWINS_DEBUG'))
     for k in ('xtra', 'pdb'): args.pop(k, None)
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
     try: return f(**args)
     except (InputError, NonFiniteLossError) as e:
         if debug: raise

@@ -25,13 +25,13 @@ from .data import InputError
 from .cpu import use_available_cores
 
 # %% auto #0
-__all__ = ['METHODS', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state',
-           'set_rng_state', 'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled',
-           'predict_volume', 'evaluate', 'show_results', 'Throughput', 'ResumeFit', 'resume_state', 'resume_fit_setup',
-           'fit_iters', 'tune_cpu_allocator']
+__all__ = ['NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state', 'set_rng_state',
+           'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled', 'predict_volume',
+           'evaluate', 'show_results', 'Throughput', 'ResumeFit', 'resume_state', 'resume_fit_setup', 'fit_iters',
+           'tune_cpu_allocator']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
-METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
+from .recipe import Recipe, METHODS   # the method names and every default live in the recipe
 
 # %% ../nbs/06_learner.ipynb #2d4da6e6
 class NonFiniteLossError(FloatingPointError):
@@ -57,43 +57,35 @@ class NaNGuard(Callback):
 
 # %% ../nbs/06_learner.ipynb #a8264a44
 def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches `(src, tgt, mask)`)
-                      model:nn.Module=None, # the student; default a `UNet(in_ch, n_classes)`
-                      method:str='masktwins', # one of `METHODS`
-                      n_classes:int=2, # classes of the default model
+                      model:nn.Module=None, # the student; default a `UNet(in_ch, recipe.n_classes)`
+                      recipe:Recipe=None, # method, teacher and loss settings (default: `Recipe()`, the paper's)
                       in_ch:int=1, # input channels of the default model
-                      alpha:float=0.999, # EMA teacher decay (upper bound of α_t)
-                      bn:str='batch', # teacher BatchNorm: 'batch' (target-batch statistics, as the reference code), 'ema', 'copy' or 'keep'
-                      block_size:int=64, # mask block size in pixels
-                      ratio:float|list=0.5, # mask ratio (or a list to draw from)
-                      cm_weight:float=0.01, # weight of the MSE between the two views' logits
-                      cm_gate:str='none', # 'none' (paper) or 'pl': scale the MSE by the batch's mean pseudo-label weight (see `MaskTwins`)
-                      threshold:float=0.968, # pseudo-label confidence threshold
-                      weight_mode:str='ratio', # pseudo-label weight: 'ratio', 'pixel' or 'two_sided'
-                      tgt_weight:float=1.0, # weight of the target (pseudo-label) loss
                       aug:bool=True, # strong augmentation (colour jitter + blur) of the target before masking
                       batched_views:bool=True, # run the views as one batched forward
                       seed:int=None, # seed of the mask generator
                       metrics=None, # default: foreground IoU, F1, MCC, AP over the whole validation set
-                      mixed_precision:bool=False, # train under `MixedPrecision` (bf16 on CPU, fp16 on GPU)
                       opt_func=Adam, # optimiser
                       nan_guard:bool=True, # stop with a clear error at the first NaN/inf loss (`NaNGuard`)
                       cbs=None, # extra callbacks
-                      **kwargs # passed to `Learner`
+                      **kwargs # fields of `Recipe` to change (`method='mic'`, `alpha=0.99`, ...); the rest go to `Learner`
                      )->Learner:
-    "A fastai `Learner` running MaskTwins (or one of its ablations, see `METHODS`)."
-    if method not in METHODS: raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if model is None: model = UNet(in_ch=in_ch, n_classes=n_classes)
+    "A fastai `Learner` running MaskTwins (or one of its ablations, see `METHODS`) with the settings of `recipe`."
+    names = Recipe.names()
+    r = (recipe or Recipe()).replace(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+    if r.method not in METHODS: raise ValueError(f"Unknown method {r.method!r}; choose one of {', '.join(METHODS)}")
+    if model is None: model = UNet(in_ch=in_ch, n_classes=r.n_classes)
     all_cbs = [SplitTarget()]
-    mode = METHODS[method]
+    mode = METHODS[r.method]
     if mode is not None:
-        all_cbs += [EMATeacher(alpha=alpha, bn=bn),
-                    MaskTwins(mode=mode, block_size=block_size, ratio=ratio, cm_weight=cm_weight, cm_gate=cm_gate, threshold=threshold,
-                              weight_mode=weight_mode, tgt_weight=tgt_weight, aug=aug, batched_views=batched_views, seed=seed)]
-    if mixed_precision: all_cbs.append(_mixed_precision(dls))
+        all_cbs += [EMATeacher(alpha=r.alpha, bn=r.bn),
+                    MaskTwins(mode=mode, block_size=r.block_size, ratio=r.ratio, cm_weight=r.cm_weight, cm_gate=r.cm_gate,
+                              threshold=r.threshold, weight_mode=r.weight_mode, tgt_weight=r.tgt_weight, aug=aug,
+                              batched_views=batched_views, seed=seed)]
+    if r.amp: all_cbs.append(_mixed_precision(dls))
     if nan_guard: all_cbs.append(NaNGuard())
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=255), opt_func=opt_func,
                     metrics=binary_metrics() if metrics is None else metrics, cbs=all_cbs + list(L(cbs)), **kwargs)
-    learn.mt_method = method
+    learn.mt_method, learn.recipe = r.method, r
     return learn
 
 # %% ../nbs/06_learner.ipynb #9ee62a77

@@ -18,37 +18,30 @@ from .run import prepare_run, check_run_folder, resume_file, check_resume, finis
 from .run import atomic_save_json
 from .data import InputError
 from contextlib import nullcontext
+from .recipe import Recipe, SYNTHIA2CITYSCAPES
 
 # %% auto #0
 __all__ = ['PRESETS', 'preset_config', 'DecayExcept', 'natural_learner', 'preset_job']
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #3591ea66
-PRESETS = {
-    'synthia2cityscapes': dict(
-        n_classes=19, variant='mit_b5', iters=40000, bs=2, crop=512, source_size=(1280, 760), target_size=(1024, 512),
-        scale_range=None, rcs_temperature=0.01, lr=6e-5, head_mult=10., wd=0.01, warmup=1500, power=1.0,
-        alpha=0.999, threshold=0.968, weight_mode='ratio', block_size=64, ratio=0.5, cm_weight=0.01, mix_weight=1.0,
-        ignore_top=15, ignore_bottom=120, eval_every=4000, metrics=('miou16', 'miou13')),
-}
+PRESETS = dict(synthia2cityscapes=SYNTHIA2CITYSCAPES)   # the recipe notebook holds every value and its source
 
 def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
-                  downscale:float=1, # divide every size (images, crop, mask blocks, ignored rows) by this
-                  **overrides, # replace single entries (None values are ignored)
-                 )->dict:
-    "The settings of a preset, scaled by `downscale` and with `overrides` applied"
+                  downscale:int=1, # divide every size (images, crop, mask blocks, ignored rows) by this
+                  **overrides, # recipe fields to replace after scaling (None values are ignored)
+                 )->Recipe:
+    "The recipe of a preset, scaled by `downscale` and with `overrides` applied"
     if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    c = dict(PRESETS[preset])
-    bad = [k for k in overrides if k not in c and k != 'downscale']
-    if bad: raise InputError(f"Unknown preset settings {bad}; known: {', '.join(c)}")
-    if downscale <= 0: raise InputError(f"downscale must be > 0, got {downscale}")
-    if downscale != 1:
+    c = PRESETS[preset]
+    try:
+        c.replace(downscale=downscale, **overrides).check()   # unknown names and bad values first
         sc = lambda v: max(1, int(round(v / downscale)))
-        c.update(crop=sc(c['crop']), block_size=sc(c['block_size']), ignore_top=int(c['ignore_top'] / downscale),
-                 ignore_bottom=int(c['ignore_bottom'] / downscale),
-                 source_size=tuple(sc(v) for v in c['source_size']), target_size=tuple(sc(v) for v in c['target_size']))
-    c.update({k: v for k, v in overrides.items() if v is not None})
-    c['downscale'] = downscale
-    return c
+        if downscale != 1:
+            c = c.replace(crop=sc(c.crop), block_size=sc(c.block_size), ignore_top=int(c.ignore_top / downscale),
+                          ignore_bottom=int(c.ignore_bottom / downscale), source_size=tuple(sc(v) for v in c.source_size),
+                          target_size=tuple(sc(v) for v in c.target_size))
+        return c.replace(downscale=downscale, **overrides).check()
+    except ValueError as e: raise InputError(f"preset {preset}: {e}") from None
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #3782dd14
 class DecayExcept(Callback):
@@ -61,8 +54,8 @@ class DecayExcept(Callback):
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #20ce8786
 def natural_learner(dls, # from `natural_dataloaders`
-                    cfg:dict|None=None, # from `preset_config` (default: the full SYNTHIA → Cityscapes preset)
-                    model=None, # the student; default `daformer(cfg['n_classes'], cfg['variant'], pretrained_path=pretrained_path)`
+                    cfg:Recipe|None=None, # from `preset_config` (default: the full SYNTHIA → Cityscapes preset)
+                    model=None, # the student; default `daformer(cfg.n_classes, cfg.variant, pretrained_path=pretrained_path)`
                     pretrained_path=None, # local ImageNet MiT weights for the default model
                     method:str='masktwins', # any of `METHODS` (e.g. 'mic', 'source_only' for ablations)
                     seed:int|None=None, # seed of the mask and mixing generators
@@ -72,15 +65,12 @@ def natural_learner(dls, # from `natural_dataloaders`
     "A `masktwins_learner` for the SYNTHIA → Cityscapes recipe: DAFormer, ColourAug, ClassMix, AdamW with head lr × 10, mIoU16/13"
     from masktwins_nb.daformer import daformer, daformer_splitter   # needs the `natural` extra (transformers)
     cfg = cfg or preset_config()
-    if model is None: model = daformer(cfg['n_classes'], cfg['variant'], pretrained_path=pretrained_path)
-    metrics = [MeanIoU(cfg['n_classes'], SYNTHIA16), MeanIoU(cfg['n_classes'], SYNTHIA13)]
-    mix = [] if method == 'source_only' else [ClassMix(mix_weight=cfg['mix_weight'], threshold=cfg['threshold'],
-                                                      weight_mode=cfg['weight_mode'], ignore_top=cfg['ignore_top'],
-                                                      ignore_bottom=cfg['ignore_bottom'], seed=seed)]
-    learn = masktwins_learner(dls, model, method=method, n_classes=cfg['n_classes'], in_ch=3, alpha=cfg['alpha'],
-                              block_size=cfg['block_size'], ratio=cfg['ratio'], cm_weight=cfg['cm_weight'],
-                              threshold=cfg['threshold'], weight_mode=cfg['weight_mode'], aug=ColourAug(), seed=seed,
-                              metrics=metrics, opt_func=adamw(wd=cfg['wd']), splitter=daformer_splitter,
+    if model is None: model = daformer(cfg.n_classes, cfg.variant, pretrained_path=pretrained_path)
+    metrics = [MeanIoU(cfg.n_classes, SYNTHIA16), MeanIoU(cfg.n_classes, SYNTHIA13)]
+    mix = [] if method == 'source_only' else [ClassMix(mix_weight=cfg.mix_weight, threshold=cfg.threshold,
+                                                      weight_mode=cfg.weight_mode, ignore_top=cfg.ignore_top,
+                                                      ignore_bottom=cfg.ignore_bottom, seed=seed)]
+    learn = masktwins_learner(dls, model, cfg.replace(method=method), in_ch=3, aug=ColourAug(), seed=seed, metrics=metrics, opt_func=adamw(wd=cfg.wd), splitter=daformer_splitter,
                               cbs=mix + [DecayExcept()] + list(cbs or []), **kwargs)
     learn.mt_cfg = cfg
     return learn
@@ -119,16 +109,16 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     dev = torch.device(device) if device else (default_device() if torch.cuda.is_available() else torch.device('cpu'))
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (06_learner)
     set_seed(seed, reproducible=True)
-    eval_every = min(cfg['eval_every'], cfg['iters'])
-    dls = natural_dataloaders(source, target, target_test, crop=cfg['crop'], source_size=cfg['source_size'],
-                              target_size=cfg['target_size'], bs=cfg['bs'], iters_per_epoch=eval_every, seed=seed, device=dev,
-                              rcs_temperature=cfg['rcs_temperature'], scale_range=cfg['scale_range'], valid_n=valid_n)
+    eval_every = min(cfg.eval_every, cfg.iters)
+    dls = natural_dataloaders(source, target, target_test, crop=cfg.crop, source_size=cfg.source_size,
+                              target_size=cfg.target_size, bs=cfg.bs, iters_per_epoch=eval_every, seed=seed, device=dev,
+                              rcs_temperature=cfg.rcs_temperature, scale_range=cfg.scale_range, valid_n=valid_n)
     if len(dls.valid) == 0: raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
                                              "or pass target_test)")
     learn = natural_learner(dls, cfg, pretrained_path=pretrained, method=method, seed=seed)
     from masktwins_nb.learner import SaveEveryEpoch
-    meta = dict(model=dict(name='DAFormer', variant=cfg['variant'], n_classes=cfg['n_classes']), preset=preset, method=method, seed=seed,
-                downscale=downscale, recipe={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()})
+    meta = dict(model=dict(name='DAFormer', variant=cfg.variant, n_classes=cfg.n_classes), preset=preset, method=method, seed=seed,
+                downscale=downscale, recipe=cfg.asdict())
     ck = resume_file(out, resume)
     if ck is not None: check_resume(ck, meta)
     prepare_run(out, resume, overwrite)
@@ -136,7 +126,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     t0 = time.time()
     try:
         with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
-            fit_poly(learn, cfg['iters'], cfg['lr'], cfg['head_mult'], cfg['warmup'], cfg['power'], cbs=cbs, resume=ck)
+            fit_poly(learn, cfg.iters, cfg.lr, cfg.head_mult, cfg.warmup, cfg.power, cbs=cbs, resume=ck)
     except BaseException as e:
         msg = interrupted_message(out, e)
         if msg: print(msg, file=sys.stderr)
@@ -144,7 +134,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     secs = time.time() - t0
     res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), resumed_from=None if ck is None else str(ck),
                **_per_class(learn),
-               config={k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
+               config=cfg.asdict(),
                source=str(source), target=str(target), device=str(dev))
     atomic_save_json(res, out/'metrics.json')
     mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', None) or [])}
