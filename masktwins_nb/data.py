@@ -757,6 +757,7 @@ class EMSliceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.images[i][None], self.masks[i].long()
 
 # %% ../nbs/02_data.ipynb #d903e3a8
+from contextlib import contextmanager
 _ACTIVE = []   # EMDataLoaders being iterated (innermost last)
 
 class EMDataLoader(DataLoader):
@@ -767,12 +768,16 @@ class EMDataLoader(DataLoader):
     def get_idxs(self):
         if getattr(self.dataset, 'epoch_aware', False): return [(self.epoch, i) for i in range(self.n)]
         return super().get_idxs()
-    def __iter__(self):
+    @contextmanager
+    def iterating(self):
+        "While active, `EMDataLoaders.n_inp` is this loader's; a pass that ends normally moves to the next crop epoch"
         _ACTIVE.append(self)
         try:
-            yield from super().__iter__()
+            yield
             if getattr(self.dataset, 'epoch_aware', False): self.epoch += 1
         finally: _ACTIVE.remove(self)
+    def __iter__(self):
+        with self.iterating(): yield from super().__iter__()
     def new(self, dataset=None, cls=None, **kwargs):
         res = super().new(dataset, cls, **{'n_inp': self.n_inp, **kwargs})
         res.epoch = self.epoch

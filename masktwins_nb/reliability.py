@@ -51,7 +51,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import num_distrib, rank_distrib
 from fastai.distributed import DistributedTrainer, DistributedDL
 from .callbacks import unwrap_model
-from .data import EMDataLoader, _ACTIVE
+from .data import EMDataLoader
 
 class RankDL(DistributedDL):
     "fastai's `DistributedDL` for the package's loaders: index broadcast on any backend, crop epochs kept, `n_inp` followed"
@@ -63,11 +63,7 @@ class RankDL(DistributedDL):
     def __iter__(self):
         inner = self.dl
         if not isinstance(inner, EMDataLoader): yield from super().__iter__(); return
-        _ACTIVE.append(inner)   # the `DataLoaders.n_inp` of the loader being iterated
-        try:
-            yield from super().__iter__()
-            if getattr(inner.dataset, 'epoch_aware', False): inner.epoch += 1   # new crops next epoch
-        finally: _ACTIVE.remove(inner)
+        with inner.iterating(): yield from super().__iter__()   # `n_inp` followed, new crops next epoch
 
 class MTDistributedTrainer(DistributedTrainer):
     "fastai's Accelerate-based `DistributedTrainer`, ordered before `EMATeacher`, syncing BatchNorm buffers of student and teacher"

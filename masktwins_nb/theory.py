@@ -8,6 +8,7 @@ import math, functools
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from .masks import MASK_MODES, block_mask, mask_views, kway_masks   # the masks that train
 
 # %% auto #0
 __all__ = ['MASK_STRATEGIES', 'dct_matrix', 'dct2', 'idct2', 'bernoulli_mask', 'partition_masks', 'view_masks', 'coverage',
@@ -42,8 +43,6 @@ def idct2(c:Tensor, # (..., H, W) DCT coefficients
     return _dct_cached(c.shape[-2], c.dtype, c.device).T @ c @ _dct_cached(c.shape[-1], c.dtype, c.device)
 
 # %% ../nbs/00_theory.ipynb #51ec51cf
-def _upsample(m, block, h, w): return m.repeat_interleave(block, -2).repeat_interleave(block, -1)[..., :h, :w]
-
 def bernoulli_mask(n:int, # number of independent masks
                    h:int, w:int, # mask size
                    ratio:float=0.5, # fraction masked: visible where u > ratio
@@ -51,9 +50,8 @@ def bernoulli_mask(n:int, # number of independent masks
                    generator:torch.Generator|None=None, # random generator
                    dtype=torch.float32, # output dtype
                   )->Tensor: # (n,h,w) mask in {0,1}, 1 = visible
-    "Element-wise (`block=1`) or block Bernoulli mask"
-    u = torch.rand(n, math.ceil(h/block), math.ceil(w/block), generator=generator)
-    return _upsample((u > ratio).to(dtype), block, h, w)
+    "The training `block_mask` without its channel axis: element-wise for `block=1`, block Bernoulli otherwise"
+    return block_mask(n, h, w, block, ratio, generator, dtype=dtype)[:, 0]
 
 # %% ../nbs/00_theory.ipynb #081a973f
 def partition_masks(n:int, # number of independent partitions
@@ -63,12 +61,11 @@ def partition_masks(n:int, # number of independent partitions
                     generator:torch.Generator|None=None, # random generator
                     dtype=torch.float32, # output dtype
                    )->Tensor: # (k,n,h,w) masks in {0,1} with `masks.sum(0) == 1`
-    "Random K-way partition: each pixel/block is visible in exactly one of the `k` views"
-    lab = torch.randint(k, (n, math.ceil(h/block), math.ceil(w/block)), generator=generator)
-    return _upsample(F.one_hot(lab, k).permute(3, 0, 1, 2).to(dtype), block, h, w)
+    "Random K-way partition (the training `kway_masks`): each pixel/block is visible in exactly one of the `k` views"
+    return kway_masks(n, h, w, k, block, generator, dtype=dtype)[:, :, 0]
 
 # %% ../nbs/00_theory.ipynb #a5c00178
-MASK_STRATEGIES = ('complementary', 'random_pair', 'single')
+MASK_STRATEGIES = tuple(m for m in MASK_MODES if m != 'none')   # the view sets compared here
 
 def view_masks(strategy:str, # one of `MASK_STRATEGIES`
                n:int, h:int, w:int, # number and size of the masks
@@ -76,12 +73,8 @@ def view_masks(strategy:str, # one of `MASK_STRATEGIES`
                block:int=1, # block side in pixels (1 = element-wise)
                generator:torch.Generator|None=None, # random generator
               )->Tensor: # (V,n,h,w) stack of the V views' masks (V=2, or 1 for 'single')
-    "Stacked masks of the views for the experiments here (training uses `masks.mask_views`): complementary `[M, 1-M]`, random pair `[M1 (r), M2 (1-r)]` independent, or single `[M]`"
-    m = bernoulli_mask(n, h, w, ratio, block, generator)
-    if strategy == 'complementary': return torch.stack([m, 1 - m])
-    if strategy == 'random_pair': return torch.stack([m, bernoulli_mask(n, h, w, 1 - ratio, block, generator)])
-    if strategy == 'single': return m[None]
-    raise ValueError(f"strategy must be one of {MASK_STRATEGIES}, got {strategy!r}")
+    "The training `mask_views` for a shape, stacked: complementary `[M, 1-M]`, random pair `[M1 (r), M2 (1-r)]`, single `[M]`"
+    return torch.stack(mask_views(torch.zeros(n, h, w), strategy, block, ratio, generator))
 
 def coverage(views:Tensor, # (V,n,h,w) masks of the views
             )->Tensor: # (n,) fraction of pixels visible in at least one view
