@@ -4,14 +4,15 @@
 
 # %% ../nbs/07_cli.ipynb #cbbdb208
 from __future__ import annotations
-import os, sys, json, time, inspect
+import os, sys, json, time, inspect, hashlib
+import torch.nn as nn
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.script import call_parse, store_true
 from fastai.torch_core import set_seed, default_device
 from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize, rescale_stack,
-                               InputError, IMG_EXTS, H5_EXTS)
+                               InputError, IMG_EXTS, H5_EXTS, check_file)
 from .models import UNet
 from .metrics import binary_scores
 from .learner import (masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
@@ -95,6 +96,28 @@ def check_options(recipe:Recipe=EM, # the recipe to change
     try: return recipe.replace(**opts).check()
     except ValueError as e: raise InputError(str(e) if str(e).startswith('unknown') else f"--{e}") from None
 
+# %% ../nbs/07_cli.ipynb #f6a761a9
+def _arch(sd:dict)->str:
+    "Width, depth and classes of a U-Net state dict, for messages"
+    enc = [k for k in sd if k.endswith('.weight') and sd[k].ndim == 4]
+    w = sd[enc[0]].shape[0] if enc else '?'
+    head = sd[enc[-1]].shape[0] if enc else '?'
+    return f"width {w}, {len(enc)} conv layers, {head} classes"
+
+def _file_id(fname)->dict:
+    "A file's name and BLAKE2 digest: identifies a start checkpoint by content (a moved copy still resumes)"
+    return dict(name=Path(fname).name, blake2=hashlib.blake2b(Path(fname).read_bytes(), digest_size=16).hexdigest())
+
+def _start_weights(fname, model:nn.Module)->dict:
+    "The student weights of checkpoint `fname`, checked against `model`; one `InputError` if they do not fit"
+    sd = read_checkpoint(fname).get('model')
+    if sd is None: raise InputError(f"{fname}: no model weights (fix: pass a model.pth written by masktwins_train)")
+    try: model.load_state_dict(sd)
+    except RuntimeError:
+        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit this run's model ({_arch(model.state_dict())}) "
+                         "(fix: the same --width and --depth as the run that wrote it)") from None
+    return sd
+
 # %% ../nbs/07_cli.ipynb #032a562d
 def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
               target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
@@ -110,6 +133,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
               distributed:bool=None, # data-parallel over the processes of a `torchrun`/`accelerate launch`; None: when WORLD_SIZE > 1
               source_masks:str=None, # masks of `source` when it is a volume file or a folder of slices
               target_test_masks:str=None, # masks of `target_test` when it is a volume file or a folder of slices
+              init:str=None, # a checkpoint to start from (its student starts student and teacher): a source-pretrained start
               **overrides, # recipe fields to change: `method='mic'`, `iters=500`, ... (None values are ignored)
              )->dict:
     "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Everything is checked first."
@@ -120,6 +144,8 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     dev = _device(device) if world == 1 or device is not None else _local_device()
     out = Path(out)
     if main: check_run_folder(out, resume, overwrite)
+    if init is not None:   # checked before any data is read or anything written
+        check_file(init); init_sd = _start_weights(init, UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width))
     if source is None: src, tgt, tst = synthetic_em_pair(seed=seed)
     else:
         src = load_domain(source, split='train', mask_path=source_masks)
@@ -128,7 +154,8 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
         check_inputs(src, tgt, tst, crop=r.crop, downscale=r.downscale,
                      paths=dict(source=source, target=target, target_test=target_test or target))
     meta = dict(model=dict(name='UNet', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width), downscale=r.downscale,
-                method=r.method, seed=seed, recipe=r.asdict(), data=data_identity(source=src, target=tgt, target_test=tst))
+                method=r.method, seed=seed, recipe=r.asdict(), data=data_identity(source=src, target=tgt, target_test=tst),
+                init=None if init is None else _file_id(init))
     ck = resume_file(out, resume)
     if ck is not None: check_resume(ck, meta)
     if main: prepare_run(out, resume, overwrite)   # the first write: the folder, stale temporaries gone, an old run replaced
@@ -139,6 +166,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     dls = em_dataloaders(src, tgt, tst, crop=r.crop, downscale=r.downscale, bs=r.bs, iters_per_epoch=eval_every * world,
                          seed=seed, device=dev)
     model = UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width)
+    if init is not None: model.load_state_dict(init_sd)
     learn = masktwins_learner(dls, model, r, seed=seed,
                               cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
     add_label_free_scores(learn)   # lf_agree, lf_entropy, lf_fg per evaluation: no labels, no effect on training
@@ -215,6 +243,7 @@ def masktwins_train(
     preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (needs the natural extra; see 14_synthia2cityscapes)
     pretrained:str=None, # preset: local ImageNet MiT weights file (official mit_bX.pth or HuggingFace naming)
     distributed:store_true=False, # data-parallel over the processes of `torchrun --nproc_per_node N` / `accelerate launch` (automatic when WORLD_SIZE > 1)
+    init:str=None, # start from this checkpoint's student (student and teacher), e.g. a source-only model.pth
     **fields, # `Recipe` fields to change (`method`, `iters`, `crop`, ...; on the command line, one option each)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
@@ -229,7 +258,8 @@ def masktwins_train(
     if source is None and target is None: methods = list(dict.fromkeys(['source_only', m]))
     elif baseline and m != 'source_only': methods = ['source_only', m]
     kw = dict(source=source, target=target, target_test=target_test, seed=seed, device=device, progress=not quiet, resume=resume,
-              overwrite=overwrite, distributed=distributed or None, source_masks=source_masks, target_test_masks=target_test_masks)
+              overwrite=overwrite, distributed=distributed or None, source_masks=source_masks, target_test_masks=target_test_masks,
+              init=init)
     results, main = {}, rank_distrib() == 0
     say = print if main else (lambda *a, **k: None)   # one process talks
     if main:   # every method's folder is checked before the first one trains
@@ -270,13 +300,6 @@ def train_parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/07_cli.ipynb #7fa636a6
-def _arch(sd:dict)->str:
-    "Width, depth and classes of a U-Net state dict, for messages"
-    enc = [k for k in sd if k.endswith('.weight') and sd[k].ndim == 4]
-    w = sd[enc[0]].shape[0] if enc else '?'
-    head = sd[enc[-1]].shape[0] if enc else '?'
-    return f"width {w}, {len(enc)} conv layers, {head} classes"
-
 def load_model(fname, # checkpoint written by `train_job` / `save_checkpoint`
                use:str='student', # 'student' or 'teacher' weights
                device=None, # where to put the model
