@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['MASK_MODES', 'block_mask', 'mask_views', 'kway_masks', 'apply_mask', 'show_mask_views', 'mask_explorer']
+__all__ = ['MASK_MODES', 'pick_ratio', 'block_mask', 'mask_views', 'kway_masks', 'apply_mask', 'show_mask_views', 'mask_explorer']
 
 # %% ../nbs/01_masks.ipynb #0b593265
 MASK_MODES = ('complementary', 'random_pair', 'single', 'none')
@@ -21,7 +21,9 @@ def _check_ratio(r):
     if not 0. <= r < 1.: raise ValueError(f"mask ratio must be in [0, 1) (the fraction of blocks masked), got {r}")
     return r
 
-def _pick_ratio(ratio, generator=None):
+def pick_ratio(ratio:float|list, # a mask ratio in [0, 1), or a list/tuple of them
+               generator:torch.Generator|None=None, # draws the list element
+              )->float:
     "`ratio` if it is a number, else one element of the list/tuple drawn uniformly (with `generator` if given)"
     if not isinstance(ratio, (list, tuple)): return _check_ratio(ratio)
     if len(ratio) == 0: raise ValueError("mask ratio list is empty")
@@ -68,7 +70,7 @@ def block_mask(n:int, # number of independent masks (batch size)
                dtype=torch.float32, # output dtype
               )->Tensor: # (n,1,h,w) mask: 1 = visible, 0 = masked
     "Random block mask: a `round(h/b) x round(w/b)` grid of uniform draws, visible where `u > ratio`, upsampled to (h,w)"
-    r = _pick_ratio(ratio, generator)
+    r = pick_ratio(ratio, generator)
     return _block_mask(n, h, w, block_size, r, generator, _resolve_device(device, generator), dtype)
 
 # %% ../nbs/01_masks.ipynb #bbfe3d8c
@@ -89,7 +91,7 @@ def mask_views(x:Tensor, # batch (B,C,H,W) or (B,H,W): masks are made for its sh
               )->list: # list of masks, (B,1,H,W) for 4-D `x` and (B,H,W) for 3-D `x`
     "Masks for `mode`: complementary `[M, 1-M]`, random_pair `[M1(r), M2(1-r)]` (independent), single `[M]`, none `[]`"
     if mode not in MASK_MODES: raise ValueError(f"unknown mask mode {mode!r}; valid modes: {', '.join(MASK_MODES)}")
-    r = _pick_ratio(ratio, generator)
+    r = pick_ratio(ratio, generator)
     if mode == 'none': return []
     m = _mask_like(x, block_size, r, generator)
     if mode == 'single': return [m]
