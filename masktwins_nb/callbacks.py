@@ -324,6 +324,7 @@ class MaskTwins(TermsCallback):
                  threshold:float=Recipe.threshold, # pseudo-label confidence threshold τ
                  weight_mode:str=Recipe.weight_mode, # pseudo-label weight: 'ratio' (paper), 'pixel' or 'two_sided'
                  tgt_weight:float=Recipe.tgt_weight, # weight of the pseudo-label CE (0 with mode 'none': source-only with extra forwards)
+                 tgt_start:int=Recipe.tgt_start, # training iterations before the target branch starts (source loss only until then)
                  aug:bool|StrongAug=True, # strong augmentation of the target: True (default `StrongAug()`), False, or a callable(x, generator)
                  batched_views:bool=True, # both views in one forward (torch.cat along the batch) instead of one forward each
                  seed:int|None=None, # seed of the mask/augmentation generator (default: `torch.initial_seed()`)
@@ -335,7 +336,7 @@ class MaskTwins(TermsCallback):
         if mode not in MASK_MODES: raise ValueError(f"mode must be one of {MASK_MODES}, got {mode!r}")
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
         if cm_gate not in CM_GATES: raise ValueError(f"cm_gate must be one of {CM_GATES}, got {cm_gate!r}")
-        store_attr('mode,block_size,ratio,cm_weight,cm_gate,threshold,weight_mode,tgt_weight,batched_views,seed,autocast,record,keep_views')
+        store_attr('mode,block_size,ratio,cm_weight,cm_gate,threshold,weight_mode,tgt_weight,tgt_start,batched_views,seed,autocast,record,keep_views')
         self.aug = StrongAug() if aug is True else (aug or None)
         self._gen = generator
         self._reset_epoch()
@@ -358,6 +359,9 @@ class MaskTwins(TermsCallback):
         if not self.training or xt is None or not len(self.yb): return
         teacher = getattr(self.learn, 'mt_teacher', None)
         if teacher is None: raise ValueError("MaskTwins needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
+        if self.tgt_start and getattr(self.learn, 'train_iter', 0) < self.tgt_start:   # warm-up: the source loss alone (target terms logged as 0)
+            src = self.learn.loss_grad.detach().float()
+            return self._log_terms(torch.stack([src, src.new_zeros(()), src.new_zeros(()), src.new_zeros(())]))
         with torch.no_grad(), self._amp(xt.device): t_logits = teacher(xt)
         pl, w, conf = pseudo_label(t_logits, self.threshold, self.weight_mode)
         self.learn.mt_pseudo = dict(pl=pl, weight=w, conf=conf, logits=t_logits)   # reused by later callbacks (e.g. `ClassMix`)

@@ -79,7 +79,7 @@ def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches 
     if mode is not None:
         all_cbs += [EMATeacher(alpha=r.alpha, bn=r.bn),
                     MaskTwins(mode=mode, block_size=r.block_size, ratio=r.ratio, cm_weight=r.cm_weight, cm_gate=r.cm_gate,
-                              threshold=r.threshold, weight_mode=r.weight_mode, tgt_weight=r.tgt_weight, aug=aug,
+                              threshold=r.threshold, weight_mode=r.weight_mode, tgt_weight=r.tgt_weight, tgt_start=r.tgt_start, aug=aug,
                               batched_views=batched_views, seed=seed)]
     if r.amp: all_cbs.append(_mixed_precision(dls))
     if nan_guard: all_cbs.append(NaNGuard())
