@@ -645,4 +645,9 @@ d = { 'settings': { 'branch': 'main',
                                      'masktwins_nb.theory.smooth_field': ('theory.html#smooth_field', 'masktwins_nb/theory.py'),
                                      'masktwins_nb.theory.soft_threshold': ('theory.html#soft_threshold', 'masktwins_nb/theory.py'),
                                      'masktwins_nb.theory.sparse_dct_signal': ('theory.html#sparse_dct_signal', 'masktwins_nb/theory.py'),
-                                     'masktwins_nb.theory.view_masks': ('theory.html#view_masks', 'masktwins_nb/theory.py')}}}
+                                     'masktwins_nb.theory.view_masks': ('theory.html#view_masks', 'masktwins_nb/theory.py')},
+            'masktwins_nb.volumes': { 'masktwins_nb.volumes._tiff_spacing': ('volumes.html#_tiff_spacing', 'masktwins_nb/volumes.py'),
+                                      'masktwins_nb.volumes._to_nm': ('volumes.html#_to_nm', 'masktwins_nb/volumes.py'),
+                                      'masktwins_nb.volumes.random_crop3d': ('volumes.html#random_crop3d', 'masktwins_nb/volumes.py'),
+                                      'masktwins_nb.volumes.read_volume': ('volumes.html#read_volume', 'masktwins_nb/volumes.py'),
+                                      'masktwins_nb.volumes.resample_volume': ('volumes.html#resample_volume', 'masktwins_nb/volumes.py')}}}
