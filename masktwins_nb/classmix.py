@@ -14,6 +14,7 @@ from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastai.callback.schedule import ParamScheduler
 from fastai.optimizer import Adam
+from fastai.torch_core import trainable_params
 from .callbacks import WEIGHT_MODES, LossTerm, TermsCallback, pl_weight, pseudo_label, random_blur
 from .learner import resume_fit_setup
 
@@ -288,7 +289,8 @@ def fit_poly(learn, # a learner, e.g. built with `opt_func=adamw()` and a `split
     per = len(learn.dls.train)
     if per == 0: raise ValueError("the training DataLoader is empty")
     n_epoch = max(1, int(round(iters / per)))
-    lrs = head_lrs(lr, len(learn.splitter(learn.model)), head_mult)
+    groups = 1 if learn.splitter is trainable_params else len(learn.splitter(learn.model))   # fastai's default: one group
+    lrs = head_lrs(lr, groups, head_mult)
     start, extra, done = resume_fit_setup(learn, resume, n_epoch)
     if done: return learn
     sched = ParamScheduler({'lr': poly_warmup(warmup, n_epoch * per, power, warmup_ratio, lrs)})

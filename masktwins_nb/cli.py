@@ -23,6 +23,7 @@ from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
 from .selection import add_label_free_scores
+from .classmix import fit_poly
 from .recipe import Recipe, RECIPES, EM, SYNTHETIC, METHODS
 import argparse
 from dataclasses import fields
@@ -174,7 +175,9 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     try:
         with distributed_ctx(learn) if world > 1 else nullcontext(), (nullcontext() if progress else learn.no_bar()), \
              (nullcontext() if progress else learn.no_logging()):
-            fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=ck)   # iterations of the whole loader: `iters` steps per rank
+            if r.schedule == 'poly':   # linear warm-up, then polynomial decay (DAFormer/MIC); one parameter group here
+                fit_poly(learn, r.iters * world, r.lr, head_mult=1., warmup=r.warmup, power=r.power, resume=ck)
+            else: fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=ck)   # `iters` steps per rank
     except BaseException as e:
         msg = interrupted_message(out, e) if main else None
         if isinstance(e, NonFiniteLossError):
