@@ -32,6 +32,7 @@ PLANS = dict(
     diag=dict(source_only=dict(method='source_only'), paper=dict(), tau90=dict(threshold=0.9),
               gated=dict(cm_gate='pl'), selftrain=dict(method='selftrain')),
     seeds=dict(source_only=dict(method='source_only'), paper=dict()),
+    tau=dict(source_only=dict(method='source_only'), tau90=dict(threshold=0.9)),
     long=dict(source_only_900=dict(method='source_only', iters=900), paper_900=dict(iters=900)),
     warm=dict(source_only_900=dict(method='source_only', iters=900), warm300_900=dict(iters=900, tgt_start=300)),
 )
@@ -106,11 +107,25 @@ def show(out:Path, save:Path|None=None):
     print(f"\nSpearman rank correlation with target IoU: every checkpoint (n={len(pts)}) " +
           ', '.join(f'{k} {v:+.2f}' for k, v in rho.items()) + f"; final checkpoints (n={len(rows)}) " +
           ', '.join(f'{k} {v:+.2f}' for k, v in fin.items()))
+    ch = choose(rows); print(f"\nlabel-free choice among {CANDIDATES}: {ch['chosen']} ({ch['candidates']})")
     if save:
         save.parent.mkdir(parents=True, exist_ok=True)
-        save.write_text(json.dumps(dict(base=BASE, summary=summary, spearman_checkpoints=rho, spearman_final=fin, runs=[dict(name=r['name'], seed=r['seed'], config=r['config'],
+        save.write_text(json.dumps(dict(base=BASE, summary=summary, spearman_checkpoints=rho, spearman_final=fin, choice=ch, runs=[dict(name=r['name'], seed=r['seed'], config=r['config'],
                         train_seconds=r['train_seconds'], test=r['test'], test_teacher=r['test_teacher'], curve=r['curve'])
                         for r in rows]), indent=1))
+
+CANDIDATES = ('paper', 'tau90')   # same budget (600 iterations), the paper's loss with tau 0.968 / 0.9
+
+def choose(rows:list)->dict:
+    """The label-free choice among `CANDIDATES`: drop collapsed ones (final foreground share below half the source-only
+    model's), then take the lowest final mean entropy on the target (means over the seeds each variant has)"""
+    fin = lambda name, k: [r['curve'][-1][k] for r in rows if r['name'] == name]
+    fg0 = np.mean(fin('source_only', 'lf_fg')) if fin('source_only', 'lf_fg') else 0.
+    cand = {n: dict(lf_fg=float(np.mean(fin(n, 'lf_fg'))), lf_entropy=float(np.mean(fin(n, 'lf_entropy'))))
+            for n in CANDIDATES if fin(n, 'lf_fg')}
+    ok = {n: c for n, c in cand.items() if c['lf_fg'] >= 0.5 * fg0}
+    return dict(candidates=cand, source_only_lf_fg=float(fg0),
+                chosen=min(ok, key=lambda n: ok[n]['lf_entropy']) if ok else None)
 
 def figure(out:Path, dest:Path):
     "Loss terms, label-free scores and test IoU (plotting only) over the iterations, mean over seeds per variant"
