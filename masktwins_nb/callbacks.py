@@ -12,7 +12,8 @@ from torch import Tensor
 from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_gamma
 from kornia.filters import gaussian_blur2d
 from fastcore.basics import store_attr
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, TrainEvalCallback
+from fastai.callback.training import GradientAccumulation
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.learner import Metric
 from fastai.torch_core import rank_distrib
@@ -26,22 +27,27 @@ __all__ = ['TERMS', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mod
 
 # %% ../nbs/05_callbacks.ipynb #03c446ca
 class SplitTarget(Callback):
-    "Training batches `xb=(src, tgt)`: keep `xb=(src,)` for fastai's forward and loss, store the target in `learn.mt_xt`"
-    order = -5 # after `TrainEvalCallback` (-10), before everything that looks at `xb`
+    "Training batches `xb=(src, tgt)`: keep `xb=(src,)` for fastai's forward and loss, the target image in `xt`"
+    order = TrainEvalCallback.order + 5 # -5: after `TrainEvalCallback` (-10), before everything that looks at `xb`
     def __init__(self,
                  fix_valid:bool=True, # re-split 2-input validation batches without targets into `xb=(img,)`, `yb=(mask,)`
-                ): store_attr()
+                ):
+        store_attr()
+        self.xt = None   # the target image of the current training batch (None otherwise)
 
     def before_batch(self):
+        "Split the target image off a training batch; re-split a 2-input validation batch without targets"
         if self.training:
-            if len(self.xb) == 2: self.learn.mt_xt, self.learn.xb = self.xb[1], self.xb[:1]
-            else: self.learn.mt_xt = None
+            if len(self.xb) == 2: self.xt, self.learn.xb = self.xb[1], self.xb[:1]
+            else: self.xt = None
         else:
-            self.learn.mt_xt = None
+            self.xt = None
             if self.fix_valid and len(self.xb) == 2 and len(self.yb) == 0:
                 self.learn.xb, self.learn.yb = self.xb[:1], self.xb[1:]
 
-    def after_fit(self): self.learn.mt_xt = None
+    def after_fit(self):
+        "Drop the last target batch"
+        self.xt = None
 
 # %% ../nbs/05_callbacks.ipynb #dd97cd3c
 def unwrap_model(m:nn.Module, # a model, possibly wrapped by `DistributedDataParallel`/`DataParallel` (accelerate) or `torch.compile`
@@ -104,8 +110,9 @@ def ema_update(teacher:nn.Module, # EMA model φ, updated in place
 
 # %% ../nbs/05_callbacks.ipynb #9af8575b
 class EMATeacher(Callback):
-    "Mean teacher `learn.mt_teacher`: EMA of the student, updated after every real optimiser step (`learn.mt_ema_step`)"
-    order = -4 # `before_fit` after `TrainEvalCallback` (-10) moved the model to its device
+    "Mean teacher `teacher`: EMA of the student, updated after every real optimiser step (counted in `step`)"
+    order = TrainEvalCallback.order + 6 # -4: `before_fit` after `TrainEvalCallback` (-10) moved the model to its device
+    run_valid = False # acts in training only
     def __init__(self,
                  alpha:float=Recipe.alpha, # long-run EMA decay α; α_t = min(1 − 1/(t+1), α)
                  bn:str=Recipe.bn, # BatchNorm buffers: 'ema', 'copy', 'keep' or 'batch' (see `BN_MODES`)
@@ -113,22 +120,27 @@ class EMATeacher(Callback):
                 ):
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         store_attr()
-
-    def before_fit(self):
-        student = unwrap_model(self.learn.model)
-        t = getattr(self.learn, 'mt_teacher', None)
-        if t is None or self.reset: t, self.learn.mt_ema_step = make_teacher(student, self.bn), 0
-        p = next(student.parameters(), None)
-        if p is not None: t.to(p.device)
-        self.learn.mt_teacher = set_teacher_mode(t, self.bn)
-        if getattr(self.learn, 'mt_ema_step', None) is None: self.learn.mt_ema_step = 0
+        self.teacher, self.step = None, 0   # the EMA model (built by the first `fit`), the number of EMA updates done
         self._cancelled = False
 
-    def after_cancel_step(self): self._cancelled = True
+    def before_fit(self):
+        "Build the teacher (first fit, or every fit with `reset`) and put it on the student's device, in teacher mode"
+        student = unwrap_model(self.learn.model)
+        t = self.teacher
+        if t is None or self.reset: t, self.step = make_teacher(student, self.bn), 0
+        p = next(student.parameters(), None)
+        if p is not None: t.to(p.device)
+        self.teacher = set_teacher_mode(t, self.bn)
+        self._cancelled = False
+
+    def after_cancel_step(self):
+        "Remember that this batch's optimiser step was cancelled"
+        self._cancelled = True
     def after_step(self):
+        "One EMA update of the teacher, unless the step was cancelled"
         if self._cancelled: self._cancelled = False; return   # fastai calls after_step after a cancelled step too
-        ema_update(self.learn.mt_teacher, self.learn.model, ema_alpha(self.learn.mt_ema_step, self.alpha), self.bn)
-        self.learn.mt_ema_step += 1
+        ema_update(self.teacher, self.learn.model, ema_alpha(self.step, self.alpha), self.bn)
+        self.step += 1
 
 # %% ../nbs/05_callbacks.ipynb #fdd30df4
 def pl_weight(conf:Tensor, # (B,H,W) teacher confidence (max softmax probability)
@@ -227,20 +239,38 @@ def target_losses(logits:list, # student logits (B,C,H,W) of each view (1 or 2 v
 TERMS = ('src_ce', 'tgt_ce', 'cm_mse', 'pl_weight')
 
 class LossTerm(Metric):
-    "Recorder column: the current epoch's training mean of one MaskTwins loss term (read from `learn.mt_terms`)"
+    "Recorder column: the current epoch's training mean of one loss term (read from `learn.mask_twins.terms`)"
+    cb_name = 'mask_twins'   # the loss callback's name on the learner
     def __init__(self, name:str): # one of `TERMS`
         self._name, self.learn = name, None
     def reset(self): pass
     def accumulate(self, learn): self.learn = learn
     @property
-    def value(self): return (getattr(self.learn, 'mt_terms', None) or {}).get(self._name, float('nan'))
+    def value(self):
+        "The term's mean from the loss callback (nan before its first training epoch or without the callback)"
+        return (getattr(getattr(self.learn, self.cb_name, None), 'terms', None) or {}).get(self._name, float('nan'))
     @property
     def name(self): return self._name
 
 # %% ../nbs/05_callbacks.ipynb #6a2c7b15
 class TermsCallback(Callback):
     "Base of the loss callbacks (`MaskTwins`, `ClassMix`): a private seeded generator, autocast following `MixedPrecision`, and per-iteration loss terms"
-    terms, terms_attr, history_attr, seed_offset = (), 'mt_terms', 'mt_history', 0   # set by subclasses
+    term_names, seed_offset, run_valid = (), 0, False   # names of the logged terms, generator offset: set by subclasses
+
+    def _new_state(self):
+        "Nothing recorded yet: epoch means `terms`, per-iteration `history`, last batch's `views` and `pseudo`(-labels)"
+        self.terms, self.history, self.views, self.pseudo = {}, [], None, None
+
+    def _target(self):
+        "The target image of this training batch, from `learn.split_target` (None without one)"
+        return getattr(getattr(self.learn, 'split_target', None), 'xt', None)
+
+    def _teacher(self)->nn.Module:
+        "The EMA teacher of `learn.ema_teacher`; a clear error without one"
+        t = getattr(getattr(self.learn, 'ema_teacher', None), 'teacher', None)
+        if t is None: raise ValueError(f"{type(self).__name__} needs a teacher (`learn.ema_teacher.teacher`): "
+                                       "add `EMATeacher()` to the callbacks")
+        return t
 
     @property
     def generator(self)->torch.Generator:
@@ -265,23 +295,25 @@ class TermsCallback(Callback):
     def _reset_epoch(self): self._sum, self._n, self._pending = None, 0, []
     def before_train(self): self._reset_epoch()
 
-    def _log_terms(self, vals:Tensor): # one value per name in `terms`, kept on the device (no sync in the loop)
+    def _log_terms(self, vals:Tensor): # one value per name in `term_names`, kept on the device (no sync in the loop)
         self._sum = vals if self._sum is None else self._sum + vals
         self._n += 1
         self._pending.append((getattr(self.learn, 'epoch', 0), vals))
 
     def _flush(self):
         if not self._pending: return
-        hist = getattr(self.learn, self.history_attr)
+        hist = self.history
         rows = torch.stack([v for _, v in self._pending]).tolist()
-        for (ep, _), r in zip(self._pending, rows): hist.append(dict(iter=len(hist), epoch=ep, **dict(zip(self.terms, r))))
+        for (ep, _), r in zip(self._pending, rows):
+            hist.append(dict(iter=len(hist), epoch=ep, **dict(zip(self.term_names, r))))
         self._pending = []
 
     def after_train(self):
         m = self._sum / self._n if self._n else None
         if m is not None and hasattr(getattr(self.learn, 'dl', None), 'n_padded') and dist.is_initialized():
             m = m.clone(); dist.all_reduce(m); m /= dist.get_world_size()   # data-parallel: the mean over all processes
-        setattr(self.learn, self.terms_attr, dict(zip(self.terms, m.tolist())) if m is not None else {k: float('nan') for k in self.terms})
+        self.terms = (dict(zip(self.term_names, m.tolist())) if m is not None
+                      else {k: float('nan') for k in self.term_names})
         self._flush()
 
     def after_fit(self): self._flush()
@@ -297,7 +329,7 @@ class TermsCallback(Callback):
     def last_terms(self, epoch:int)->dict:
         "The loss terms of the latest iteration of `epoch` (for messages); empty if there is none"
         if not self._pending or self._pending[-1][0] != epoch: return {}
-        return dict(zip(self.terms, self._pending[-1][1].tolist()))
+        return dict(zip(self.term_names, self._pending[-1][1].tolist()))
 
     def __getstate__(self):
         "Picklable: the generator is stored as its state"
@@ -313,8 +345,8 @@ class TermsCallback(Callback):
 
 class MaskTwins(TermsCallback):
     "Adds the MaskTwins target loss (teacher pseudo-labels on masked, augmented target views + view consistency) to `learn.loss_grad`"
-    order = 5 # after_loss: after fastai's source loss, before GradientAccumulation (6) and MixedPrecision (10)
-    terms = TERMS
+    order = GradientAccumulation.order - 1 # 5: after fastai's loss, before GradientAccumulation (6), MixedPrecision(10)
+    term_names = TERMS
     def __init__(self,
                  mode:str='complementary', # 'complementary' (MaskTwins), 'random_pair', 'single' (MIC) or 'none' (self-training)
                  block_size:int=Recipe.block_size, # mask block side in pixels
@@ -331,7 +363,7 @@ class MaskTwins(TermsCallback):
                  generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
                  autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
                  record:bool=True, # add `LossTerm` columns for `TERMS` to the learner's metrics
-                 keep_views:int=2, # keep this many samples of the last views etc. in `learn.mt_views` (0: none)
+                 keep_views:int=2, # keep this many samples of the last views etc. in `views` (0: none)
                 ):
         if mode not in MASK_MODES: raise ValueError(f"mode must be one of {MASK_MODES}, got {mode!r}")
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
@@ -339,32 +371,35 @@ class MaskTwins(TermsCallback):
         store_attr('mode,block_size,ratio,cm_weight,cm_gate,threshold,weight_mode,tgt_weight,tgt_start,batched_views,seed,autocast,record,keep_views')
         self.aug = StrongAug() if aug is True else (aug or None)
         self._gen = generator
-        self._reset_epoch()
+        self._reset_epoch(); self._new_state()
 
     def before_fit(self):
-        if getattr(self.learn, 'mt_teacher', None) is None:
-            raise ValueError("MaskTwins needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
+        "Check for the teacher, add the `LossTerm` recorder columns (once), create the generator"
+        self._teacher()
         if self.record:
             names = [getattr(m, 'name', None) for m in self.learn.metrics]
             new = [LossTerm(n) for n in TERMS if n not in names]
             if new: self.learn.metrics = list(self.learn.metrics) + new
             for m in self.learn.metrics:
                 if isinstance(m, LossTerm): m.learn = self.learn
-        if getattr(self.learn, 'mt_history', None) is None: self.learn.mt_history = []
         self._reset_epoch()
         self.generator
 
+    def before_batch(self):
+        "Forget the last batch's pseudo-labels: later callbacks may reuse only this batch's"
+        self.pseudo = None
+
     def after_loss(self):
-        xt = getattr(self.learn, 'mt_xt', None)
+        "Add the target terms of this training batch to `learn.loss_grad`"
+        xt = self._target()
         if not self.training or xt is None or not len(self.yb): return
-        teacher = getattr(self.learn, 'mt_teacher', None)
-        if teacher is None: raise ValueError("MaskTwins needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
+        teacher = self._teacher()
         if self.tgt_start and getattr(self.learn, 'train_iter', 0) < self.tgt_start:   # warm-up: the source loss alone (target terms logged as 0)
             src = self.learn.loss_grad.detach().float()
             return self._log_terms(torch.stack([src, src.new_zeros(()), src.new_zeros(()), src.new_zeros(())]))
         with torch.no_grad(), self._amp(xt.device): t_logits = teacher(xt)
         pl, w, conf = pseudo_label(t_logits, self.threshold, self.weight_mode)
-        self.learn.mt_pseudo = dict(pl=pl, weight=w, conf=conf, logits=t_logits)   # reused by later callbacks (e.g. `ClassMix`)
+        self.pseudo = dict(pl=pl, weight=w, conf=conf, logits=t_logits)   # reused by later callbacks (e.g. `ClassMix`)
         xa = self.aug(xt, self.generator) if self.aug is not None else xt
         masks = mask_views(xa, self.mode, self.block_size, self.ratio, self.generator)
         views = [apply_mask(xa, m) for m in masks] or [xa]
@@ -380,21 +415,22 @@ class MaskTwins(TermsCallback):
         self._log_terms(torch.stack([src.detach().float(), ce.detach().float(), cm.detach().float(), w.detach().float().mean()]))
         if self.keep_views:
             n = self.keep_views
-            self.learn.mt_views = dict(xt=xt[:n].detach().clone(), xa=xa[:n].detach().clone(),
-                                       masks=[m[:n].detach().clone() for m in masks], views=[v[:n].detach().clone() for v in views],
-                                       logits=[l[:n].detach().float() for l in logits], pl=pl[:n].clone(), conf=conf[:n].clone(),
-                                       weight=w.detach().clone() if w.ndim == 0 else w[:n].detach().clone())
+            self.views = dict(xt=xt[:n].detach().clone(), xa=xa[:n].detach().clone(),
+                              masks=[m[:n].detach().clone() for m in masks],
+                              views=[v[:n].detach().clone() for v in views],
+                              logits=[l[:n].detach().float() for l in logits], pl=pl[:n].clone(), conf=conf[:n].clone(),
+                              weight=w.detach().clone() if w.ndim == 0 else w[:n].detach().clone())
 
 # %% ../nbs/05_callbacks.ipynb #4d9bb1e2
-def show_views(learn, # a learner trained with `MaskTwins` (uses `learn.mt_views`)
+def show_views(learn, # a learner trained with `MaskTwins` (uses `learn.mask_twins.views`)
                i:int=0, # sample index
                figsize=(9, 1.9), # figure size
                dpi:int=65, # figure resolution
               ):
     "Plot target, augmented target, masked views, pseudo-label and weight of the last MaskTwins batch"
     import matplotlib.pyplot as plt
-    mv = getattr(learn, 'mt_views', None)
-    if mv is None: raise ValueError("no `learn.mt_views`: train with `MaskTwins(keep_views>0)` first")
+    mv = getattr(getattr(learn, 'mask_twins', None), 'views', None)
+    if mv is None: raise ValueError("no `learn.mask_twins.views`: train with `MaskTwins(keep_views>0)` first")
     w = mv['weight']
     panels = [('target (teacher)', mv['xt'][i, 0], 'gray'), ('strong aug', mv['xa'][i, 0], 'gray')]
     panels += [(f'view {k+1}', v[i, 0], 'gray') for k, v in enumerate(mv['views'])]

@@ -13,6 +13,7 @@ from kornia.enhance import adjust_brightness, adjust_contrast, adjust_saturation
 from fastcore.basics import store_attr
 from fastcore.foundation import L
 from fastai.callback.schedule import ParamScheduler
+from fastai.callback.training import GradientAccumulation
 from fastai.optimizer import Adam
 from fastai.torch_core import trainable_params
 from .callbacks import WEIGHT_MODES, LossTerm, TermsCallback, pl_weight, pseudo_label, random_blur
@@ -112,15 +113,14 @@ class ColourAug:
 MIX_TERMS = ('mix_ce', 'mix_frac', 'mix_weight')
 
 class MixTerm(LossTerm):
-    "Recorder column: the current epoch's training mean of one ClassMix term (read from `learn.mt_mix_terms`)"
-    @property
-    def value(self): return (getattr(self.learn, 'mt_mix_terms', None) or {}).get(self._name, float('nan'))
+    "Recorder column: the current epoch's training mean of one ClassMix term (read from `learn.class_mix.terms`)"
+    cb_name = 'class_mix'
 
 # %% ../nbs/13_classmix.ipynb #3405a2ad
 class ClassMix(TermsCallback):
     "DACS ClassMix: adds `mix_weight` × the weighted CE of the student on source-class pixels pasted onto the (augmented) target"
-    order = 5.5 # after_loss: after MaskTwins (5), before GradientAccumulation (6), NaNGuard (8) and MixedPrecision (10)
-    terms, terms_attr, history_attr = MIX_TERMS, 'mt_mix_terms', 'mt_mix_history'
+    order = GradientAccumulation.order - 0.5 # 5.5: after MaskTwins (5), before GradientAccumulation (6), NaNGuard (8)
+    term_names = MIX_TERMS
     seed_offset = 0x5EED   # a stream other than MaskTwins' with the same seed
     def __init__(self,
                  mix_weight:float=1.0, # weight of the mixed-image loss
@@ -130,47 +130,47 @@ class ClassMix(TermsCallback):
                  ignore_index:int=255, # label of unlabelled source pixels
                  ignore_top:int=0, # zero the pseudo-label weight of this many top pixel rows (DAFormer Cityscapes: 15)
                  ignore_bottom:int=0, # ... and of this many bottom rows (DAFormer Cityscapes: 120)
-                 reuse_pseudo:bool=True, # use `learn.mt_pseudo` (set by `MaskTwins` for this batch) instead of a teacher forward
+                 reuse_pseudo:bool=True, # use `learn.mask_twins.pseudo` (this batch's) instead of a teacher forward
                  seed:int|None=None, # seed of the class-choice/augmentation generator (default: `torch.initial_seed()`)
                  generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
                  autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
                  record:bool=True, # add a `mix_ce` recorder column (`MixTerm`)
-                 keep_views:int=2, # keep this many samples of the last mixed batch in `learn.mt_mix_views` (0: none)
+                 keep_views:int=2, # keep this many samples of the last mixed batch in `views` (0: none)
                 ):
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
         store_attr('mix_weight,threshold,weight_mode,ignore_index,ignore_top,ignore_bottom,reuse_pseudo,seed,autocast,record,keep_views')
         self.aug = ColourAug() if aug is True else (aug or None)
         self._gen, self.n_teacher = generator, 0   # `n_teacher`: teacher forwards run by this callback
-        self._reset_epoch()
+        self._reset_epoch(); self._new_state()
 
     def before_fit(self):
-        if getattr(self.learn, 'mt_teacher', None) is None:
-            raise ValueError("ClassMix needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
+        "Check for the teacher, add the `mix_ce` recorder column (once), create the generator"
+        self._teacher()
         if self.record:
             names = [getattr(m, 'name', None) for m in self.learn.metrics]
             if 'mix_ce' not in names: self.learn.metrics = list(self.learn.metrics) + [MixTerm('mix_ce')]
             for m in self.learn.metrics:
                 if isinstance(m, MixTerm): m.learn = self.learn
-        if getattr(self.learn, 'mt_mix_history', None) is None: self.learn.mt_mix_history = []
         self._reset_epoch()
         self.generator
 
     def before_batch(self):
-        if self.training: self.learn.mt_pseudo = None   # only this batch's pseudo-labels may be reused
+        "Forget the last batch's pseudo-labels"
+        self.pseudo = None
 
     def _pseudo(self, xt):
-        "Pseudo-labels and weight of the clean target `xt`: reused from `learn.mt_pseudo` if it is this batch's, else a teacher forward"
+        "Pseudo-labels and weight of the clean target `xt`: this batch's `learn.mask_twins.pseudo` or a teacher forward"
         B, H, W = xt.shape[0], xt.shape[-2], xt.shape[-1]
-        mp = getattr(self.learn, 'mt_pseudo', None) if self.reuse_pseudo else None
+        mp = getattr(getattr(self.learn, 'mask_twins', None), 'pseudo', None) if self.reuse_pseudo else None
         if isinstance(mp, dict) and tuple(mp['pl'].shape) == (B, H, W) and 'conf' in mp:
+            self.pseudo = mp
             n_cls = mp['logits'].shape[1] if mp.get('logits') is not None else None
             return mp['pl'], pl_weight(mp['conf'], mp['pl'], self.threshold, self.weight_mode, n_cls)
-        teacher = getattr(self.learn, 'mt_teacher', None)
-        if teacher is None: raise ValueError("ClassMix needs a teacher in `learn.mt_teacher`: add `EMATeacher()` to the callbacks")
+        teacher = self._teacher()
         with torch.no_grad(), self._amp(xt.device): logits = teacher(xt)
         self.n_teacher += 1
         pl, w, conf = pseudo_label(logits, self.threshold, self.weight_mode)
-        self.learn.mt_pseudo = dict(pl=pl, weight=w, conf=conf, logits=logits)
+        self.pseudo = dict(pl=pl, weight=w, conf=conf, logits=logits)
         return pl, w
 
     def _weight_map(self, w, pl):
@@ -181,7 +181,8 @@ class ClassMix(TermsCallback):
         return w
 
     def after_loss(self):
-        xt = getattr(self.learn, 'mt_xt', None)
+        "Add the mixed-image loss of this training batch to `learn.loss_grad`"
+        xt = self._target()
         if not self.training or xt is None or not len(self.yb): return
         xs, ys = self.xb[0], self.yb[0]
         if ys.ndim == 4 and ys.shape[1] == 1: ys = ys[:, 0]
@@ -206,13 +207,13 @@ class ClassMix(TermsCallback):
         self._log_terms(torch.stack([ce.detach().float(), mask.float().mean(), wm.mean()]))
         if self.keep_views:
             n = self.keep_views
-            self.learn.mt_mix_views = dict(xs=xs[:n].detach().clone(), xt=xt[:n].detach().clone(), mask=mask[:n].clone(),
-                                           mixed=xm[:n].detach().clone(), aug=xa[:n].detach().clone(), labels=ym[:n].clone(),
-                                           weight=wm[:n].clone(), pred=logits[:n].detach().argmax(1))
+            self.views = dict(xs=xs[:n].detach().clone(), xt=xt[:n].detach().clone(), mask=mask[:n].clone(),
+                              mixed=xm[:n].detach().clone(), aug=xa[:n].detach().clone(), labels=ym[:n].clone(),
+                              weight=wm[:n].clone(), pred=logits[:n].detach().argmax(1))
 
 
 # %% ../nbs/13_classmix.ipynb #31735a0d
-def show_mix(learn, # a learner trained with `ClassMix` (uses `learn.mt_mix_views`)
+def show_mix(learn, # a learner trained with `ClassMix` (uses `learn.class_mix.views`)
              i:int=0, # sample index
              mean:tuple=IMAGENET_MEAN, # normalisation mean of RGB images (for display)
              std:tuple=IMAGENET_STD, # normalisation std of RGB images
@@ -221,8 +222,8 @@ def show_mix(learn, # a learner trained with `ClassMix` (uses `learn.mt_mix_view
             ):
     "Plot source, target, class mask, augmented mixed image, mixed labels and weights of the last ClassMix batch"
     import matplotlib.pyplot as plt
-    mv = getattr(learn, 'mt_mix_views', None)
-    if mv is None: raise ValueError("no `learn.mt_mix_views`: train with `ClassMix(keep_views>0)` first")
+    mv = getattr(getattr(learn, 'class_mix', None), 'views', None)
+    if mv is None: raise ValueError("no `learn.class_mix.views`: train with `ClassMix(keep_views>0)` first")
     def img(x):
         x = x[i].detach().float().cpu()
         if x.shape[0] == 3:

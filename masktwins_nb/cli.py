@@ -55,7 +55,7 @@ def _val_scores(model, dl, device):
 # %% ../nbs/07_cli.ipynb #7ff132e7
 def _history(learn):
     "Per-iteration loss terms and per-evaluation validation scores of a finished run."
-    rows = list(getattr(learn, 'mt_history', []) or [])
+    rows = list(getattr(getattr(learn, 'mask_twins', None), 'history', None) or [])   # none without `MaskTwins`
     if not rows: rows = [dict(iter=i + 1, loss=float(l)) for i, l in enumerate(learn.recorder.losses)]
     names = list(learn.recorder.metric_names)[1:-1]
     evals = [dict(zip(names, [float(v) if v is not None else float('nan') for v in vals])) for vals in learn.recorder.values]

@@ -9,7 +9,7 @@ from copy import deepcopy
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from fastai.learner import Learner, ValueMetric
+from fastai.learner import Learner, ValueMetric, Recorder
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.optimizer import Adam
@@ -39,8 +39,10 @@ class NonFiniteLossError(FloatingPointError):
 
 class NaNGuard(Callback):
     "Stop training at the first NaN/inf loss, naming the iteration and the offending loss term (of `MaskTwins`, `ClassMix`, ...)"
-    order = 8 # after_loss: after MaskTwins (5) and ClassMix (5.5) added their terms, before MixedPrecision (10) scales the loss
+    order = MixedPrecision.order - 2 # 8: after_loss after MaskTwins (5) and ClassMix (5.5), before MixedPrecision (10)
+    run_valid = False # acts in training only
     def after_loss(self):
+        "Raise `NonFiniteLossError` if this training batch's loss is not finite"
         if not self.training or self.learn.loss_grad is None: return
         if bool(torch.isfinite(self.learn.loss_grad).all()): return   # one host sync per batch
         terms = {'loss': float(self.learn.loss_grad.detach().float().sum())}
@@ -85,7 +87,7 @@ def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches 
     if nan_guard: all_cbs.append(NaNGuard())
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=255), opt_func=opt_func,
                     metrics=binary_metrics() if metrics is None else metrics, cbs=all_cbs + list(L(cbs)), **kwargs)
-    learn.mt_method, learn.recipe = r.method, r
+    learn.recipe = r   # the settings, the method included (`learn.recipe.method`)
     return learn
 
 # %% ../nbs/06_learner.ipynb #9ee62a77
@@ -162,9 +164,7 @@ def train_state(learn:Learner)->dict|None: # None outside/before `fit`
                       if cb.state()['gen'] is not None},   # every loss callback's generator
                 dl_epoch=int(getattr(getattr(dls, 'train', None), 'epoch', 0) or 0),
                 dl_rng=[list(dl.rng.getstate()[1]) + [dl.rng.getstate()[0]] if hasattr(dl, 'rng') else None for dl in getattr(dls, 'loaders', [])],
-                history=_plain(list(getattr(learn, 'mt_history', None) or [])),
-                histories={cb.history_attr: _plain(list(getattr(learn, cb.history_attr, None) or []))
-                           for cb in _terms_cbs(learn) if cb.history_attr != 'mt_history'},   # e.g. ClassMix's `mt_mix_history`
+                histories={type(cb).__name__: _plain(list(cb.history)) for cb in _terms_cbs(learn)},   # per iteration
                 values=_plain([[float(v) if isinstance(v, (int, float, np.generic)) or torch.is_tensor(v) else None for v in vals]
                                for vals in getattr(rec, 'values', [])]),
                 losses=[float(l) for l in getattr(rec, 'losses', [])],
@@ -177,11 +177,12 @@ def save_checkpoint(learn:Learner, # the learner to save
                     with_opt:bool=True, # also save the optimiser state
                    )->Path:
     "Atomically save student, teacher, optimiser, step counters, `meta` and the `train_state` of `learn`."
-    teacher = getattr(learn, 'mt_teacher', None)
+    et, se = getattr(learn, 'ema_teacher', None), getattr(learn, 'save_every_epoch', None)
+    teacher = getattr(et, 'teacher', None)
     state = dict(model=_unwrap(learn.model).state_dict(),
                  teacher=None if teacher is None else teacher.state_dict(),
                  opt=_plain(learn.opt.state_dict()) if (with_opt and learn.opt is not None) else None,
-                 step=int(getattr(learn, 'mt_step', 0)), ema_step=int(getattr(learn, 'mt_ema_step', 0)),
+                 step=int(getattr(se, 'step', 0)), ema_step=int(getattr(et, 'step', 0)),
                  meta=json.loads(json.dumps(meta or {})), train=train_state(learn))
     return atomic_save(state, fname)
 
@@ -199,33 +200,37 @@ def load_checkpoint(learn:Learner, # the learner to load into (same model archit
                     with_opt:bool=True, # also restore the optimiser state
                     strict:bool=True, # strict state-dict matching
                    )->dict:
-    "Load student, teacher and optimiser from `fname` into `learn`; returns the checkpoint's `meta`."
+    "Load student, teacher (`learn.ema_teacher`), optimiser and step counters from `fname`; returns its `meta`."
     state = torch.load(fname, map_location='cpu', weights_only=True)
     try: _unwrap(learn.model).load_state_dict(state['model'], strict=strict)
     except RuntimeError: raise InputError(f"{fname}: {_misfit(state['model'], _unwrap(learn.model).state_dict())}") from None
-    if state.get('teacher') is not None:
-        t = getattr(learn, 'mt_teacher', None)
-        if t is None:
+    et, se = getattr(learn, 'ema_teacher', None), getattr(learn, 'save_every_epoch', None)
+    if state.get('teacher') is not None and et is not None:
+        if et.teacher is None:   # before the first fit: a frozen copy of the student to load into
             t = deepcopy(_unwrap(learn.model)).eval()
             for p in t.parameters(): p.requires_grad_(False)
-            learn.mt_teacher = t
-        t.load_state_dict(state['teacher'], strict=strict)
+            et.teacher = t
+        et.teacher.load_state_dict(state['teacher'], strict=strict)
     if with_opt and state.get('opt') is not None:
         if learn.opt is None: learn.create_opt()
         learn.opt.load_state_dict(dict(state['opt'], hypers=L(state['opt']['hypers'])))
-    learn.mt_step, learn.mt_ema_step = state.get('step', 0), state.get('ema_step', 0)
+    if et is not None: et.step = state.get('ema_step', 0)
+    if se is not None: se.step = state.get('step', 0)
     return state.get('meta', {})
 
 # %% ../nbs/06_learner.ipynb #436a78c9
 class SaveEveryEpoch(Callback):
-    "Atomically write a (resumable) checkpoint after every `every` epochs (and count optimiser steps in `learn.mt_step`)."
-    order = 70
-    def __init__(self, fname, meta:dict=None, every:int=1): self.fname, self.meta, self.every = Path(fname), meta, every
-    def before_fit(self):
-        if not hasattr(self.learn, 'mt_step'): self.learn.mt_step = 0
-    def after_step(self): self.learn.mt_step += 1
+    "Atomically write a (resumable) checkpoint after every `every` epochs, and count the optimiser steps in `step`."
+    order, run_valid = Recorder.order + 20, False # 70: after the `Recorder` (50) recorded the epoch
+    def __init__(self, fname, meta:dict=None, every:int=1):
+        self.fname, self.meta, self.every, self.step = Path(fname), meta, every, 0
+    def after_step(self):
+        "Count an optimiser step"
+        self.step += 1
     def after_epoch(self):
-        if self.epoch < getattr(self.learn, 'mt_start_epoch', 0): return   # an epoch skipped by a resumed fit
+        "Write the checkpoint at the end of every `every`-th epoch and of the last one"
+        rf = getattr(self.learn, 'resume_fit', None)
+        if rf is not None and self.epoch < rf.start_epoch: return   # an epoch skipped by a resumed fit
         if (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch:
             save_checkpoint(self.learn, self.fname, meta=self.meta)
 
@@ -346,11 +351,10 @@ def show_results(learn:Learner, # a trained learner
 # %% ../nbs/06_learner.ipynb #90fbd99c
 class Throughput(Callback):
     "Training iterations per second of each epoch in the line per evaluation (`it/s`); not kept in `recorder.values` / `metric_names`"
-    order = 55 # after the `Recorder` (50) logged the line
+    order, run_valid = Recorder.order + 5, False # 55: after the `Recorder` (50) logged the line
     def __init__(self): self.rate, self.metric = None, ValueMetric(lambda: None if self.rate is None else round(self.rate, 2), 'it/s')
     def before_train(self): self.t0, self.n = time.perf_counter(), 0
-    def after_batch(self):
-        if self.training: self.n += 1
+    def after_batch(self): self.n += 1   # training batches only (`run_valid=False`)
     def after_train(self): self.rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
     def after_epoch(self):
         v, ms = self.learn.recorder.values, list(self.learn.metrics)
@@ -364,35 +368,42 @@ class Throughput(Callback):
 # %% ../nbs/06_learner.ipynb #b905da29
 class ResumeFit(Callback):
     "Internal to `fit_iters(resume=...)`: continue counters, RNG states and history of a `train_state`"
-    order = 80 # after every other `before_fit` (RNG states are set last) and after `Recorder.after_epoch` (50)
-    def __init__(self, st:dict): self.st = st
+    order = Recorder.order + 30 # 80: after every other `before_fit` (RNG states are set last), after `Recorder` (50)
+    def __init__(self, st:dict): self.st, self.start_epoch = st, 0   # `start_epoch`: the first epoch this fit trains
     def before_fit(self):
+        "Put back counters, RNG states, the loss callbacks' generators, the loaders' state and the optimiser-step count"
         st = self.st
-        self.learn.mt_start_epoch, self.learn.train_iter = st['epoch'] + 1, st['train_iter']
+        self.start_epoch, self.learn.train_iter = st['epoch'] + 1, st['train_iter']
         set_rng_state(st['rng'])
         for cb in _terms_cbs(self.learn): cb.restore(dict(gen=(st.get('gens') or {}).get(type(cb).__name__)))   # MaskTwins, ClassMix, ...
+        se = getattr(self.learn, 'save_every_epoch', None)
+        if se is not None and 'step' in st: se.step = st['step']   # also when `SaveEveryEpoch` came with this fit
         dls = self.learn.dls
         if hasattr(dls.train, 'epoch'): dls.train.epoch = st['dl_epoch']
         for dl, r in zip(dls.loaders, st.get('dl_rng') or []):
             if r is not None and hasattr(dl, 'rng'): dl.rng.setstate((r[-1], tuple(r[:-1]), None))
     def after_epoch(self):
-        if self.epoch >= self.learn.mt_start_epoch: return
+        "Keep the recorder's values of the epochs this fit skipped"
+        if self.epoch >= self.start_epoch: return
         rec = self.learn.recorder   # a skipped epoch: put back what the interrupted run had recorded
         rec.values = [L(v) for v in self.st['values'][:self.epoch + 1]]
         rec.losses = [torch.tensor(l) for l in self.st['losses']]
-    def after_fit(self): self.learn.mt_start_epoch = 0
+    def after_fit(self):
+        "The fit is over: no epoch left to skip"
+        self.start_epoch = 0
 
 def resume_state(learn:Learner, # learner built like the interrupted one
                  fname, # checkpoint written by `SaveEveryEpoch`/`save_checkpoint` during a fit
                 )->dict: # its `train_state`
     "Load weights, teacher and optimiser of `fname` into `learn`, restore its training history; return its `train_state`"
     load_checkpoint(learn, fname)
-    st = torch.load(fname, map_location='cpu', weights_only=True).get('train')
+    ck = torch.load(fname, map_location='cpu', weights_only=True)
+    st = ck.get('train')
     if st is None: raise InputError(f"{fname}: no training state in this checkpoint (written outside a fit?); it cannot be resumed "
                                     "(fix: resume from a checkpoint written by SaveEveryEpoch / train_job)")
-    learn.mt_history = list(st.get('history') or [])
-    for attr, h in (st.get('histories') or {}).items(): setattr(learn, attr, list(h))
-    return st
+    hs = st.get('histories') or {}
+    for cb in _terms_cbs(learn): cb.history = list(hs.get(type(cb).__name__) or [])   # MaskTwins, ClassMix, ...
+    return dict(st, step=int(ck.get('step', 0)))   # with the optimiser-step count, for `ResumeFit`
 
 def resume_fit_setup(learn:Learner, # learner built like the interrupted one
                      resume, # checkpoint to continue, or None

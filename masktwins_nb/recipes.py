@@ -72,8 +72,7 @@ def natural_learner(dls, # from `natural_dataloaders`
                                                       ignore_bottom=cfg.ignore_bottom, seed=seed)]
     learn = masktwins_learner(dls, model, cfg.replace(method=method), in_ch=3, aug=ColourAug(), seed=seed, metrics=metrics, opt_func=adamw(wd=cfg.wd), splitter=daformer_splitter,
                               cbs=mix + [DecayExcept()] + list(cbs or []), **kwargs)
-    learn.mt_cfg = cfg
-    return learn
+    return learn   # `learn.recipe`: `cfg` with this method
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #6b8e2d8f
 def _per_class(learn)->dict:
@@ -137,8 +136,9 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                config=cfg.asdict(),
                source=str(source), target=str(target), device=str(dev))
     atomic_save_json(res, out/'metrics.json')
-    mix = {h['iter']: h for h in (getattr(learn, 'mt_mix_history', None) or [])}
-    rows = [{**mix.get(r['iter'], {}), **r} for r in (getattr(learn, 'mt_history', None) or [])]
+    hist = lambda name: getattr(getattr(learn, name, None), 'history', None) or []   # a loss callback's rows
+    mix = {h['iter']: h for h in hist('class_mix')}
+    rows = [{**mix.get(r['iter'], {}), **r} for r in hist('mask_twins')]
     if rows: write_csv(rows, out/'history.csv')
     finish_run(out)
     return res

@@ -47,6 +47,7 @@ def check_inputs(source:EMDomain, # labelled source domain
 # %% ../nbs/08_reliability.ipynb #3350115f
 from contextlib import contextmanager
 import torch, torch.distributed as dist
+from fastai.callback.core import TrainEvalCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import num_distrib, rank_distrib
 from fastai.distributed import DistributedTrainer, DistributedDL
@@ -67,7 +68,7 @@ class RankDL(DistributedDL):
 
 class MTDistributedTrainer(DistributedTrainer):
     "fastai's Accelerate-based `DistributedTrainer`, ordered before `EMATeacher`, syncing BatchNorm buffers of student and teacher"
-    order = -9 # `before_fit` after `TrainEvalCallback` (-10) moved the model, before `EMATeacher` (-4) copies it
+    order = TrainEvalCallback.order + 1 # -9: after `TrainEvalCallback` (-10) moved the model, before `EMATeacher` (-4)
     def __init__(self,
                  sync_bn:bool|None=None, # convert BatchNorm to `SyncBatchNorm`; None: on GPUs only (CPU has no SyncBatchNorm)
                  broadcast_buffers:bool=True, # broadcast rank 0's BatchNorm buffers (student and teacher) after every step
@@ -78,8 +79,9 @@ class MTDistributedTrainer(DistributedTrainer):
         super().__init__(sync_bn=sync_bn, **kwargs)
     def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else RankDL(dl, device=getattr(dl, 'device', None))
     def after_step(self):
+        "Broadcast rank 0's buffers of student and teacher (`learn.ema_teacher.teacher`)"
         if not self.broadcast_buffers: return
-        for m in (unwrap_model(self.learn.model), getattr(self.learn, 'mt_teacher', None)):
+        for m in (unwrap_model(self.learn.model), getattr(getattr(self.learn, 'ema_teacher', None), 'teacher', None)):
             if m is None: continue
             for b in m.buffers(): dist.broadcast(b, 0)
     def after_fit(self):

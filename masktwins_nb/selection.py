@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from fastai.callback.core import Callback
-from fastai.learner import ValueMetric
+from fastai.learner import ValueMetric, Recorder
 from fastcore.foundation import L
 from fastcore.basics import patch
 from .masks import mask_views, apply_mask
@@ -19,7 +19,7 @@ __all__ = ['LabelFreeScores', 'add_label_free_scores', 'spearman']
 # %% ../nbs/18_selection.ipynb #574e94fa
 class LabelFreeScores(Callback):
     "At every evaluation: agreement of complementary views, entropy and foreground share of the student on target crops"
-    order = 45 # `after_validate` before the `Recorder` (50) reads the metric values
+    order = Recorder.order - 5 # 45: `after_validate` before the `Recorder` (50) reads the metric values
     keys = ('lf_agree', 'lf_entropy', 'lf_fg')
     def __init__(self,
                  n:int=8, # target crops

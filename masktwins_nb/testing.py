@@ -36,6 +36,7 @@ def drive(learn:Learner, b:tuple, training:bool=True):
 # %% ../nbs/19_testing.ipynb #12d0a6fc
 class Interrupt(Callback):
     "Stop a run with a `RuntimeError` at training iteration `k` (a stand-in for a crash)"
+    run_valid = False
     def __init__(self, k:int): self.k = k
     def before_batch(self):
         "Raise at the `k`-th training batch"
