@@ -131,7 +131,7 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
     names = list(learn.recorder.metric_names)[1:-1]
     curve = [dict(iter=(i + 1) * cfg['eval_every'], **{n: (None if v is None else float(v)) for n, v in zip(names, vals)})
              for i, vals in enumerate(learn.recorder.values)]
-    hist = list(getattr(learn, 'mt_history', None) or [])
+    hist = list(getattr(getattr(learn, 'mask_twins', None), 'history', None) or [])   # none without `MaskTwins`
     losses = [float(l) for l in learn.recorder.losses]
     every = 5
     terms = [dict(h, loss=losses[h['iter']] if h['iter'] < len(losses) else None) for h in hist[::every]] if hist else \
@@ -141,8 +141,8 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
     from masktwins_nb.metrics import binary_scores
     student = {k: float(v) for k, v in binary_scores(prob, tst.masks).items()}
     teacher = None
-    if getattr(learn, 'mt_teacher', None) is not None:
-        teacher = evaluate(learn.mt_teacher, tst, tile=cfg['tile'], device=dev)
+    tm = getattr(getattr(learn, 'ema_teacher', None), 'teacher', None)
+    if tm is not None: teacher = evaluate(tm, tst, tile=cfg['tile'], device=dev)
     eval_secs = time.time() - t1
     tag = run_tag(method, seed, subset, **overrides)
     res = dict(tag=tag, method=method, learner_method=lmethod, seed=seed, subset=subset, ablation=overrides, config=cfg,

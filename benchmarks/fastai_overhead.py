@@ -53,7 +53,7 @@ def interleaved(method, arrs, dev, n, warmup):
         def after_step(self): first.t['opt'] = clock()
         def after_batch(self):
             t = first.t; t['rest'] = clock(); fa_faults = _faults() - first.f0
-            xs, xt, ys = self.learn.xb[0], self.learn.mt_xt, self.learn.yb[0]
+            xs, xt, ys = self.learn.xb[0], self.learn.split_target.xt, self.learn.yb[0]
             f0 = _faults(); marks.clear(); marks['start'] = clock(); plain(xs, xt, ys); pl_faults = _faults() - f0
             marks['rest'] = marks['opt']
             rows.append(dict(fastai=_phases(t), plain=_phases(marks), fastai_faults=fa_faults, plain_faults=pl_faults))
