@@ -69,7 +69,7 @@ def run(name:str, seed:int, cfg:dict, out:Path, threads:int=1)->dict:
              for i, vals in enumerate(learn.recorder.values)]
     prob = predict_volume(learn.model, tst.images, tile=cfg['tile'], device=torch.device('cpu'), progress=False)
     test = {k: float(v) for k, v in binary_scores(prob, tst.masks).items()}
-    tm = getattr(getattr(learn, 'ema_teacher', None), 'teacher', None) or getattr(learn, 'mt_teacher', None)
+    tm = getattr(getattr(learn, 'ema_teacher', None), 'teacher', None)
     teacher = evaluate(tm, tst, tile=cfg['tile']) if tm is not None else None
     res = dict(name=name, seed=seed, config=cfg, train_seconds=round(secs, 1), threads=threads, test=test,
                test_teacher=teacher, curve=curve)
