@@ -18,7 +18,8 @@ from .metrics import binary_scores
 from .learner import (masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
                                   NonFiniteLossError, tune_cpu_allocator)
 from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, check_resume, finish_run,
-                              interrupted_message, write_csv, atomic_save_json, data_identity, check_writable)
+                              interrupted_message, write_csv, atomic_save_json, data_identity, check_writable,
+                              training_output)
 from contextlib import nullcontext, contextmanager
 from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
@@ -173,8 +174,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
     add_label_free_scores(learn)   # lf_agree, lf_entropy, lf_fg per evaluation: no labels, no effect on training
     t0 = time.time()
     try:
-        with distributed_ctx(learn) if world > 1 else nullcontext(), (nullcontext() if progress else learn.no_bar()), \
-             (nullcontext() if progress else learn.no_logging()):
+        with distributed_ctx(learn) if world > 1 else nullcontext(), training_output(learn, progress):
             if r.schedule == 'poly':   # linear warm-up, then polynomial decay (DAFormer/MIC); one parameter group here
                 fit_poly(learn, r.iters * world, r.lr, head_mult=1., warmup=r.warmup, power=r.power, resume=ck)
             else: fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=ck)   # `iters` steps per rank

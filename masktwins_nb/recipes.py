@@ -15,7 +15,7 @@ from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
 from .run import prepare_run, check_run_folder, resume_file, check_resume, finish_run, interrupted_message, write_csv
-from .run import atomic_save_json
+from .run import atomic_save_json, training_output
 from .data import InputError
 from contextlib import nullcontext
 from .recipe import Recipe, SYNTHIA2CITYSCAPES
@@ -124,7 +124,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     learn.add_cb(SaveEveryEpoch(out/'model.interrupted.pth', meta=meta))
     t0 = time.time()
     try:
-        with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
+        with training_output(learn, progress):
             fit_poly(learn, cfg.iters, cfg.lr, cfg.head_mult, cfg.warmup, cfg.power, cbs=cbs, resume=ck)
     except BaseException as e:
         msg = interrupted_message(out, e)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/09_run.ipynb #c5b7f317
 from __future__ import annotations
-import os, json, hashlib, tempfile
+import os, sys, json, hashlib, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ from .learner import atomic_write
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'read_checkpoint', 'data_identity', 'check_writable', 'check_run_folder', 'resume_file', 'prepare_run',
-           'check_resume', 'finish_run', 'interrupted_message', 'write_csv', 'atomic_save_json']
+           'check_resume', 'finish_run', 'interrupted_message', 'write_csv', 'atomic_save_json', 'training_output']
 
 # %% ../nbs/09_run.ipynb #e41dcf58
 def read_checkpoint(fname, # a model.pth / model.interrupted.pth written by training
@@ -145,3 +146,26 @@ def atomic_save_json(obj, # JSON-able
                     )->Path:
     "Write `obj` as JSON to `fname` through a temporary file and a rename"
     return atomic_write(fname, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+
+# %% ../nbs/09_run.ipynb #02978575
+def _plain_logger(learn):
+    "A fastai logger printing the epoch table as plain aligned lines (header once)"
+    def log(row):
+        if not log.head: print(' '.join(f'{n:>10}' for n in learn.recorder.metric_names), flush=True); log.head = True
+        print(' '.join(f'{v:>10.4f}' if isinstance(v, float) else f'{str(v):>10}' for v in row), flush=True)
+    log.head = False
+    return log
+
+@contextmanager
+def training_output(learn, # the learner about to train
+                    progress:bool=True, # False: print nothing
+                   ):
+    "Bars and table in a terminal; plain lines, one per evaluation, when stdout is a file or a pipe; nothing without `progress`"
+    if not progress:
+        with learn.no_bar(), learn.no_logging(): yield
+    elif sys.stdout.isatty(): yield
+    else:
+        with learn.no_bar():
+            old, learn.logger = learn.logger, _plain_logger(learn)
+            try: yield
+            finally: learn.logger = old
