@@ -97,5 +97,5 @@ Recipe.changed = lambda self, other: {k: getattr(self, k) for k in self.names() 
 SYNTHIA2CITYSCAPES = Recipe(n_classes=19)   # the official recipe (see 14_synthia2cityscapes for what differs at half resolution)
 SYNTHETIC = Recipe(alpha=0.99, iters=300, eval_every=100, bs=8, crop=64, schedule='one_cycle', lr=2e-3, block_size=16,
                    depth=3)
-EM = SYNTHETIC.replace(iters=1000, eval_every=250, crop=128, downscale=2, lr=1e-3, block_size=32, depth=4, cm_gate='pl')
+EM = SYNTHETIC.replace(iters=600, eval_every=150, crop=96, downscale=4, lr=1e-3, block_size=24, depth=4, threshold=0.9)
 RECIPES = dict(em=EM, synthetic=SYNTHETIC, synthia2cityscapes=SYNTHIA2CITYSCAPES)
