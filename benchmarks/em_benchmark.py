@@ -20,7 +20,7 @@ written by `cache` (an .npz). Either way every volume is area-downscaled by --do
 values, rounded to uint8 and then normalised per volume by `EMDomain`, so both give the same inputs.
 
 The recipe (fixed before any run, identical for every method; see RECIPE) is the package's EM recipe
-(`masktwins_nb.recipe.EM`, sized so that one MaskTwins run takes about ten minutes on 2 CPU cores). The committed
+(`masktwins_nb.recipe.EM`, sized so that one MaskTwins run takes about 13 minutes on 2 CPU cores). The committed
 em_summary tables were made with the previous recipe (downscale 2, crop 128, 500 iterations, tau 0.968); their JSON
 stores it. The reported score is always that of the final student; the test-set curves are for plotting
 only (no model selection on them).
