@@ -40,7 +40,9 @@ def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
             c = c.replace(crop=sc(c.crop), block_size=sc(c.block_size), ignore_top=int(c.ignore_top / downscale),
                           ignore_bottom=int(c.ignore_bottom / downscale), source_size=tuple(sc(v) for v in c.source_size),
                           target_size=tuple(sc(v) for v in c.target_size))
-        return c.replace(downscale=downscale, **overrides).check()
+        c = c.replace(downscale=downscale, **overrides).check()
+        if c.schedule != 'poly': raise ValueError(f"schedule {c.schedule}: the preset trains with poly (fit_poly)")
+        return c
     except ValueError as e: raise InputError(f"preset {preset}: {e}") from None
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #3782dd14
