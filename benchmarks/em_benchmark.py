@@ -158,11 +158,13 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
     return res
 
 # ---------------------------------------------------------------- job lists
-def job_list(jobs, seeds, subsets=(1,), ablation_seeds=None)->list:
+def job_list(jobs, seeds, subsets=(1,), ablation_seeds=None, methods=None)->list:
+    "Runs in order: per subset, seed by seed, the methods of the table (`methods`: only these, in this order)"
     js = []
+    pick = lambda ms: [m for m in (methods or ms) if m in ms]
     for sub in subsets:
-        if 'quality' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in QUALITY]
-        if 'gate' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in GATE]
+        if 'quality' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in pick(QUALITY)]
+        if 'gate' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in pick(GATE)]
         if 'ablation' in jobs and sub == 1:
             js += [dict(method='masktwins', seed=s, subset=sub, **a) for s in (ablation_seeds or seeds[:2]) for a in ABLATION]
     return js
@@ -179,7 +181,7 @@ def _cmd(j, a):
 
 def batch(a):
     out = Path(a.out); (out/'logs').mkdir(parents=True, exist_ok=True)
-    js = job_list(a.jobs, a.seeds, a.subsets, a.ablation_seeds)
+    js = job_list(a.jobs, a.seeds, a.subsets, a.ablation_seeds, a.methods)
     todo = [j for j in js if not (out/(run_tag(j['method'], j['seed'], j['subset'],
                                                 **{k: j[k] for k in ('ratio', 'block_size') if k in j}) + '.json')).exists()]
     print(f"{len(js)} jobs, {len(js) - len(todo)} done already, running {len(todo)} with {a.j} workers", flush=True)
@@ -307,7 +309,7 @@ def main(argv=None):
     c = sp.add_parser('cache', help='write the pre-downscaled uint8 cache (.npz) from the real data root')
     c.add_argument('--data', default=None, help='real data root (vnc3/, lucchi/); default $MASKTWINS_DATA or ../shared/data')
     c.add_argument('--downscale', type=int, default=RECIPE['downscale'])
-    c.add_argument('--dest', default=str(REPO/'.devdata'/'em_ds2.npz'))
+    c.add_argument('--dest', default=None, help='default: .devdata/em_ds<downscale>.npz in the checkout')
     for name in ('run', 'batch', 'all'):
         q = sp.add_parser(name, help=dict(run='train+evaluate one run', batch='run many jobs in parallel processes',
                                           all='batch, then summarize, then the speed benchmark')[name])
@@ -330,6 +332,8 @@ def main(argv=None):
             q.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
             q.add_argument('--ablation-seeds', type=int, nargs='+', default=None, help='default: the first two --seeds')
             q.add_argument('--subsets', type=int, nargs='+', default=[1], choices=(1, 2))
+            q.add_argument('--methods', nargs='+', default=None, choices=list(METHODS),
+                           help='only these methods of the quality/gate jobs, in this order (default: all)')
             q.add_argument('-j', type=int, default=4, help='parallel runs')
             if name == 'all':
                 q.add_argument('--results', default=str(REPO/'benchmarks'/'results'), help='where tables, plots and speed JSON go')
@@ -340,6 +344,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.cmd == 'cache':
         arrs = load_arrays(a.data, a.downscale)
+        a.dest = a.dest or str(REPO/'.devdata'/f'em_ds{a.downscale}.npz')
         Path(a.dest).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(a.dest, **arrs)
         print(a.dest, {k: v.shape for k, v in arrs.items()}, f"{Path(a.dest).stat().st_size/2**20:.1f} MiB")
