@@ -240,10 +240,39 @@ def summarize(a):
           for g in [df[[k, 'iou']].dropna()] if len(g) >= 3}   # over all runs that have the score
     if lf: print('Spearman rho of the final label-free scores with target IoU, all runs: '
                  + ', '.join(f'{k} {v:+.2f}' for k, v in lf.items()))
+    pts = [c for r in runs for c in (r.get('curve') or []) if c.get('iou') is not None and c.get(LABEL_FREE[0]) is not None]
+    lf_ck = {k: spearman([c[k] for c in pts], [c['iou'] for c in pts]) for k in LABEL_FREE} if len(pts) >= 3 else {}
+    if lf_ck: print(f'... over all {len(pts)} checkpoints (every evaluation of every run): '
+                    + ', '.join(f'{k} {v:+.2f}' for k, v in lf_ck.items()))
+    pr = paired(df)
+    pr.to_csv(res/'em_paired.csv', index=False, float_format='%.5f')
     (res/'em_runs.json').write_text(json.dumps(_round(dict(recipe=RECIPE, runs=runs)), indent=None))
-    (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records'), label_free_spearman=lf), indent=1))
+    (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records'), label_free_spearman=lf,
+                                                       label_free_spearman_checkpoints=dict(lf_ck, n=len(pts)),
+                                                       paired=pr.to_dict('records')), indent=1))
     _plots(runs, res, Path(a.runs))
     print(table_text(sd))
+
+def paired(df, against=('source_only', 'random_pair'))->'pd.DataFrame':
+    "Per-seed IoU differences of every method against `against` on the same subset and seeds: mean, sd, 95 % t-interval"
+    import pandas as pd
+    from scipy import stats
+    rows = []
+    for (sub, abl), g in df.groupby(['subset', 'ablation']):
+        base_g = df[(df.subset == sub) & (df.ablation == 'main')]
+        for ref in against:
+            b = base_g[base_g.method == ref].set_index('seed').iou
+            for m, gm in g.groupby('method'):
+                if m == ref and abl == 'main': continue
+                d = (gm.set_index('seed').iou - b).dropna()
+                if not len(d): continue
+                n, mu = len(d), float(d.mean())
+                sdv = float(d.std(ddof=1)) if n > 1 else float('nan')
+                h = float(stats.t.ppf(0.975, n - 1) * sdv / np.sqrt(n)) if n > 1 else float('nan')
+                rows.append(dict(subset=int(sub), ablation=abl, method=m, against=ref, n_seeds=n,
+                                 seeds=' '.join(map(str, sorted(d.index))), diff_mean=mu, diff_sd=sdv,
+                                 ci95_low=mu - h, ci95_high=mu + h, n_ahead=int((d > 0).sum()), diff_min=float(d.min())))
+    return pd.DataFrame(rows)
 
 def _round(o, sig:int=5):
     "Floats rounded to `sig` significant digits (smaller JSON)"
