@@ -8,21 +8,22 @@ Subcommands
 
   all        batch + summarize + speed: the one documented command
 
-The one documented command (everything, on a GPU machine; ~7 min on one H100 with 8 parallel runs, see
-nbs/10_benchmark_em.ipynb; the committed results used --seeds 0 1 2 3 4 for subset 1 and 0 1 2 for subset 2):
-  python benchmarks/em_benchmark.py all --subsets 1 2 --seeds 0 1 2 3 4 --ablation-seeds 0 1 -j 8
-(it runs `batch --jobs quality ablation`, then `summarize`, then `em_speed.py` and `fastai_overhead.py` (and on the CPU `cpu_allocator.py`); finished runs are skipped, so an
-interrupted command continues where it stopped). On 2 CPU cores use -j 1 (one run is ~20 min with 2 threads).
-`--jobs gate` adds MaskTwins with the consistency term gated by the pseudo-label weight (`cm_gate='pl'`).
+The one documented command (everything; resumable):
+  python benchmarks/em_benchmark.py all --subsets 1 2 --seeds 0 1 2 3 4 --ablation-seeds 0 1 2 -j 2 --threads 1
+(it runs `batch --jobs quality ablation` -- 7 methods x 5 seeds on subset 1 and the first 3 seeds on subset 2, the
+ablations with 3 seeds --, then `summarize`, then `em_speed.py` and `fastai_overhead.py` (and on the CPU
+`cpu_allocator.py`); finished runs are skipped, so an interrupted command continues where it stopped). On 2 CPU cores
+`-j 2 --threads 1` keeps both cores busy; one MaskTwins run of the recipe takes about 13 minutes alone with 2 threads.
+`--methods` restricts and orders the methods of a batch; `--jobs gate` adds MaskTwins with the consistency term gated
+by the pseudo-label weight (`cm_gate='pl'`). On a GPU machine use e.g. `-j 8`.
 
 Data: --data is the real data root (vnc3/ + lucchi/, default $MASKTWINS_DATA or ../shared/data) or a cache
-written by `cache` (an .npz). Either way every volume is area-downscaled by --downscale (2) from its raw uint8
+written by `cache` (an .npz). Either way every volume is area-downscaled by --downscale (the recipe's 4) from its raw uint8
 values, rounded to uint8 and then normalised per volume by `EMDomain`, so both give the same inputs.
 
 The recipe (fixed before any run, identical for every method; see RECIPE) is the package's EM recipe
-(`masktwins_nb.recipe.EM`, sized so that one MaskTwins run takes about 13 minutes on 2 CPU cores). The committed
-em_summary tables were made with the previous recipe (downscale 2, crop 128, 500 iterations, tau 0.968); their JSON
-stores it. The reported score is always that of the final student; the test-set curves are for plotting
+(`masktwins_nb.recipe.EM`, sized so that one MaskTwins run takes about 13 minutes on 2 CPU cores). The tables of the
+first recipe (downscale 2, crop 128, 500 iterations, tau 0.968) are kept as results/em_prev_*; their JSON stores it. The reported score is always that of the final student; the test-set curves are for plotting
 only (no model selection on them).
 """
 from __future__ import annotations
@@ -158,13 +159,14 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
     return res
 
 # ---------------------------------------------------------------- job lists
-def job_list(jobs, seeds, subsets=(1,), ablation_seeds=None, methods=None)->list:
+def job_list(jobs, seeds, subsets=(1,), ablation_seeds=None, methods=None, seeds2=None)->list:
     "Runs in order: per subset, seed by seed, the methods of the table (`methods`: only these, in this order)"
     js = []
     pick = lambda ms: [m for m in (methods or ms) if m in ms]
     for sub in subsets:
-        if 'quality' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in pick(QUALITY)]
-        if 'gate' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in seeds for m in pick(GATE)]
+        ss = seeds if sub == 1 else (seeds2 or seeds[:3])   # subset 2: three seeds unless told otherwise
+        if 'quality' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in ss for m in pick(QUALITY)]
+        if 'gate' in jobs: js += [dict(method=m, seed=s, subset=sub) for s in ss for m in pick(GATE)]
         if 'ablation' in jobs and sub == 1:
             js += [dict(method='masktwins', seed=s, subset=sub, **a) for s in (ablation_seeds or seeds[:2]) for a in ABLATION]
     return js
@@ -181,7 +183,7 @@ def _cmd(j, a):
 
 def batch(a):
     out = Path(a.out); (out/'logs').mkdir(parents=True, exist_ok=True)
-    js = job_list(a.jobs, a.seeds, a.subsets, a.ablation_seeds, a.methods)
+    js = job_list(a.jobs, a.seeds, a.subsets, a.ablation_seeds, a.methods, a.seeds_subset2)
     todo = [j for j in js if not (out/(run_tag(j['method'], j['seed'], j['subset'],
                                                 **{k: j[k] for k in ('ratio', 'block_size') if k in j}) + '.json')).exists()]
     print(f"{len(js)} jobs, {len(js) - len(todo)} done already, running {len(todo)} with {a.j} workers", flush=True)
@@ -319,9 +321,11 @@ def _plots(runs, res, rundir):
     ex = [(m, rundir/f's1_{m}_seed0_example.npz') for m in QUALITY]
     ex = [(m, p) for m, p in ex if p.exists()]
     if ex:
-        arrs = load_arrays(getattr(_plots, 'data', None), RECIPE['downscale']) if getattr(_plots, 'data', None) else None
+        try: arrs = load_arrays(getattr(_plots, 'data', None), RECIPE['downscale'])   # image + truth panels
+        except SystemExit: arrs = None   # no data here: predictions only
         n = len(ex) + (2 if arrs else 0)
-        fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 1.5), dpi=60)
+        fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 1.5), dpi=60, squeeze=False)
+        axs = axs[0]
         i = 0
         if arrs:
             axs[0].imshow(arrs['lucchi_testing_img'][EXAMPLE_SLICE], cmap='gray'); axs[0].set_title('image', fontsize=7)
@@ -359,6 +363,7 @@ def main(argv=None):
             q.add_argument('--jobs', nargs='+', default=['quality'] if name == 'batch' else ['quality', 'ablation'],
                            choices=('quality', 'ablation', 'gate'))
             q.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+            q.add_argument('--seeds-subset2', type=int, nargs='+', default=None, help='default: the first three --seeds')
             q.add_argument('--ablation-seeds', type=int, nargs='+', default=None, help='default: the first two --seeds')
             q.add_argument('--subsets', type=int, nargs='+', default=[1], choices=(1, 2))
             q.add_argument('--methods', nargs='+', default=None, choices=list(METHODS),
