@@ -265,7 +265,7 @@ def paired(df, against=('source_only', 'random_pair'))->'pd.DataFrame':
         for ref in against:
             b = base_g[base_g.method == ref].set_index('seed').iou
             for m, gm in g.groupby('method'):
-                if m == ref and abl == 'main': continue
+                if (m == ref and abl == 'main') or m == 'source_only': continue   # source-only: the other sign
                 d = (gm.set_index('seed').iou - b).dropna()
                 if not len(d): continue
                 n, mu = len(d), float(d.mean())
