@@ -5,7 +5,7 @@
 # %% ../nbs/05_callbacks.ipynb #b718df20
 from __future__ import annotations
 import math
-from contextlib import nullcontext
+from contextlib import nullcontext, contextmanager
 from copy import deepcopy
 import torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist
 from torch import Tensor
@@ -18,12 +18,13 @@ from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.learner import Metric
 from fastai.torch_core import rank_distrib
 from .masks import MASK_MODES, mask_views, apply_mask
-from .recipe import Recipe, BN_MODES, WEIGHT_MODES, CM_GATES   # the vocabulary and every default
+from .masks3d import mask_views3d
+from .recipe import Recipe, BN_MODES, WEIGHT_MODES, CM_GATES, CM_RES   # the vocabulary and every default
 
 # %% auto #0
 __all__ = ['TERMS', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode', 'make_teacher', 'ema_update', 'EMATeacher',
-           'pl_weight', 'pseudo_label', 'random_blur', 'StrongAug', 'target_losses', 'LossTerm', 'TermsCallback',
-           'MaskTwins', 'show_views']
+           'pl_weight', 'pseudo_label', 'random_blur', 'StrongAug', 'head_resolution', 'target_losses', 'LossTerm',
+           'TermsCallback', 'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #03c446ca
 class SplitTarget(Callback):
@@ -31,23 +32,28 @@ class SplitTarget(Callback):
     order = TrainEvalCallback.order + 5 # -5: after `TrainEvalCallback` (-10), before everything that looks at `xb`
     def __init__(self,
                  fix_valid:bool=True, # re-split 2-input validation batches without targets into `xb=(img,)`, `yb=(mask,)`
+                 n_target:int=0, # keep only the first `n_target` target images of a training batch (0: all)
                 ):
         store_attr()
         self.xt = None   # the target image of the current training batch (None otherwise)
+        self.pl_region = None   # its (B,H,W) pseudo-label region: 1 where pseudo-labels count (None: everywhere)
 
     def before_batch(self):
-        "Split the target image off a training batch; re-split a 2-input validation batch without targets"
+        "Training: the target image (and a second target, its pseudo-label region) off the batch; validation: re-split"
+        self.xt = self.pl_region = None
         if self.training:
-            if len(self.xb) == 2: self.xt, self.learn.xb = self.xb[1], self.xb[:1]
-            else: self.xt = None
-        else:
-            self.xt = None
-            if self.fix_valid and len(self.xb) == 2 and len(self.yb) == 0:
-                self.learn.xb, self.learn.yb = self.xb[:1], self.xb[1:]
+            if len(self.xb) != 2: return
+            self.xt, self.learn.xb = self.xb[1], self.xb[:1]
+            if len(self.yb) == 2: self.pl_region, self.learn.yb = self.yb[1], self.yb[:1]
+            if self.n_target:
+                self.xt = self.xt[:self.n_target]
+                if self.pl_region is not None: self.pl_region = self.pl_region[:self.n_target]
+        elif self.fix_valid and len(self.xb) == 2 and len(self.yb) == 0:
+            self.learn.xb, self.learn.yb = self.xb[:1], self.xb[1:]
 
     def after_fit(self):
         "Drop the last target batch"
-        self.xt = None
+        self.xt = self.pl_region = None
 
 # %% ../nbs/05_callbacks.ipynb #dd97cd3c
 def unwrap_model(m:nn.Module, # a model, possibly wrapped by `DistributedDataParallel`/`DataParallel` (accelerate) or `torch.compile`
@@ -225,13 +231,30 @@ class StrongAug:
                                 f"gamma={self.gamma}, p_blur={self.p_blur}, sigma={self.sigma})")
 
 # %% ../nbs/05_callbacks.ipynb #1a887790
-def target_losses(logits:list, # student logits (B,C,H,W) of each view (1 or 2 views)
+@contextmanager
+def head_resolution(model:nn.Module, # a model, possibly wrapped (DDP, DataParallel, `torch.compile`)
+                    on:bool=True, # False: change nothing
+                   ):
+    "In the block, a model with a `head_logits` attribute (`DAFormer`) returns its head's logits, not upsampled ones"
+    m = unwrap_model(model)
+    if not on or not hasattr(m, 'head_logits'): yield model; return
+    old, m.head_logits = m.head_logits, True
+    try: yield model
+    finally: m.head_logits = old
+
+def _to_label_size(l:Tensor, size:tuple)->Tensor:
+    "Logits resized to the label size (bilinear; trilinear for volumes), as mmseg's losses do; unchanged if they fit"
+    if tuple(l.shape[2:]) == tuple(size): return l
+    return F.interpolate(l, size=tuple(size), mode='bilinear' if l.ndim == 4 else 'trilinear', align_corners=False)
+
+def target_losses(logits:list, # student logits (B,C,H,W) of each view (1 or 2 views), at the label size or coarser
                   pl:Tensor, # (B,H,W) int64 pseudo-labels
                   weight:Tensor, # pseudo-label weight: 0-d or (B,H,W)
                  )->tuple: # (weighted CE averaged over the views, MSE between the two views' logits or 0)
-    "Weighted pseudo-label cross-entropy (mean over pixels and views) and the consistency MSE of a view pair"
+    "Weighted pseudo-label CE at the label size (mean over pixels and views), the view pair's MSE on the given logits"
     logits = [l.float() for l in logits]
-    ce = torch.stack([(F.cross_entropy(l, pl, reduction='none') * weight).mean() for l in logits]).mean()
+    ce = torch.stack([(F.cross_entropy(_to_label_size(l, pl.shape[1:]), pl, reduction='none') * weight).mean()
+                      for l in logits]).mean()
     cm = F.mse_loss(logits[0], logits[1]) if len(logits) == 2 else ce.new_zeros(())
     return ce, cm
 
@@ -243,19 +266,34 @@ class LossTerm(Metric):
     cb_name = 'mask_twins'   # the loss callback's name on the learner
     def __init__(self, name:str): # one of `TERMS`
         self._name, self.learn = name, None
-    def reset(self): pass
-    def accumulate(self, learn): self.learn = learn
+    def reset(self):
+        "Nothing to reset: the loss callback keeps the sums"
+    def accumulate(self, learn):
+        "Remember the learner, whose loss callback holds the value"
+        self.learn = learn
     @property
     def value(self):
         "The term's mean from the loss callback (nan before its first training epoch or without the callback)"
         return (getattr(getattr(self.learn, self.cb_name, None), 'terms', None) or {}).get(self._name, float('nan'))
     @property
-    def name(self): return self._name
+    def name(self):
+        "The term's name: the recorder's column title"
+        return self._name
 
 # %% ../nbs/05_callbacks.ipynb #6a2c7b15
 class TermsCallback(Callback):
     "Base of the loss callbacks (`MaskTwins`, `ClassMix`): a private seeded generator, autocast following `MixedPrecision`, and per-iteration loss terms"
     term_names, seed_offset, run_valid = (), 0, False   # names of the logged terms, generator offset: set by subclasses
+    def __init__(self,
+                 seed:int|None=None, # seed of the generator (default: `torch.initial_seed()`, which `set_seed` sets)
+                 generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
+                 autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
+                 record:bool=True, # add recorder columns for the logged terms
+                 keep_views:int=2, # keep this many samples of the last batch in `views` (0: none)
+                ):
+        store_attr('seed,autocast,record,keep_views')
+        self._gen = generator
+        self._reset_epoch(); self._new_state()
 
     def _new_state(self):
         "Nothing recorded yet: epoch means `terms`, per-iteration `history`, last batch's `views` and `pseudo`(-labels)"
@@ -264,6 +302,11 @@ class TermsCallback(Callback):
     def _target(self):
         "The target image of this training batch, from `learn.split_target` (None without one)"
         return getattr(getattr(self.learn, 'split_target', None), 'xt', None)
+
+    def _region(self):
+        "This batch's pseudo-label region, (B,H,W) float, from `learn.split_target.pl_region` (None: everywhere)"
+        r = getattr(getattr(self.learn, 'split_target', None), 'pl_region', None)
+        return None if r is None else r.float()
 
     def _teacher(self)->nn.Module:
         "The EMA teacher of `learn.ema_teacher`; a clear error without one"
@@ -281,6 +324,7 @@ class TermsCallback(Callback):
         return self._gen
 
     def _amp_dtype(self):
+        "The autocast dtype of the extra forwards (None: no autocast)"
         if self.autocast is False: return None
         if isinstance(self.autocast, torch.dtype): return self.autocast
         mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision)), None)
@@ -292,15 +336,21 @@ class TermsCallback(Callback):
         dt = self._amp_dtype()
         return torch.autocast(device.type, dtype=dt) if dt is not None else nullcontext()
 
-    def _reset_epoch(self): self._sum, self._n, self._pending = None, 0, []
-    def before_train(self): self._reset_epoch()
+    def _reset_epoch(self):
+        "Start the epoch's sums and pending history rows afresh"
+        self._sum, self._n, self._pending = None, 0, []
+    def before_train(self):
+        "A new training epoch: reset the sums"
+        self._reset_epoch()
 
     def _log_terms(self, vals:Tensor): # one value per name in `term_names`, kept on the device (no sync in the loop)
+        "Add one iteration's terms to the epoch's sum and to the pending history rows"
         self._sum = vals if self._sum is None else self._sum + vals
         self._n += 1
         self._pending.append((getattr(self.learn, 'epoch', 0), vals))
 
     def _flush(self):
+        "Move the pending rows to `history` (one device-to-host copy)"
         if not self._pending: return
         hist = self.history
         rows = torch.stack([v for _, v in self._pending]).tolist()
@@ -309,6 +359,7 @@ class TermsCallback(Callback):
         self._pending = []
 
     def after_train(self):
+        "Epoch means into `terms` (averaged over the processes under data-parallel training), the rows into `history`"
         m = self._sum / self._n if self._n else None
         if m is not None and hasattr(getattr(self.learn, 'dl', None), 'n_padded') and dist.is_initialized():
             m = m.clone(); dist.all_reduce(m); m /= dist.get_world_size()   # data-parallel: the mean over all processes
@@ -316,7 +367,9 @@ class TermsCallback(Callback):
                       else {k: float('nan') for k in self.term_names})
         self._flush()
 
-    def after_fit(self): self._flush()
+    def after_fit(self):
+        "Write out the rows of an interrupted epoch"
+        self._flush()
 
     def state(self)->dict:
         "What a checkpoint needs to continue this callback exactly: its generator's state (None before first use)"
@@ -339,6 +392,7 @@ class TermsCallback(Callback):
         return d
 
     def __setstate__(self, d):
+        "Unpickle: the generator is rebuilt from its state"
         st = d.pop('_gen_state', None)
         self.__dict__.update(d)
         if st is not None: self._gen = torch.Generator(); self._gen.set_state(st)
@@ -359,6 +413,7 @@ class MaskTwins(TermsCallback):
                  tgt_start:int=Recipe.tgt_start, # training iterations before the target branch starts (source loss only until then)
                  aug:bool|StrongAug=True, # strong augmentation of the target: True (default `StrongAug()`), False, or a callable(x, generator)
                  batched_views:bool=True, # both views in one forward (torch.cat along the batch) instead of one forward each
+                 cm_res:str=Recipe.cm_res, # consistency MSE at the label size ('label') or on the head's ('head')
                  seed:int|None=None, # seed of the mask/augmentation generator (default: `torch.initial_seed()`)
                  generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
                  autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
@@ -368,10 +423,11 @@ class MaskTwins(TermsCallback):
         if mode not in MASK_MODES: raise ValueError(f"mode must be one of {MASK_MODES}, got {mode!r}")
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
         if cm_gate not in CM_GATES: raise ValueError(f"cm_gate must be one of {CM_GATES}, got {cm_gate!r}")
-        store_attr('mode,block_size,ratio,cm_weight,cm_gate,threshold,weight_mode,tgt_weight,tgt_start,batched_views,seed,autocast,record,keep_views')
+        if cm_res not in CM_RES: raise ValueError(f"cm_res must be one of {CM_RES}, got {cm_res!r}")
+        super().__init__(seed, generator, autocast, record, keep_views)
+        store_attr('mode,block_size,ratio,cm_weight,cm_gate,threshold,weight_mode')
+        store_attr('tgt_weight,tgt_start,batched_views,cm_res')
         self.aug = StrongAug() if aug is True else (aug or None)
-        self._gen = generator
-        self._reset_epoch(); self._new_state()
 
     def before_fit(self):
         "Check for the teacher, add the `LossTerm` recorder columns (once), create the generator"
@@ -399,11 +455,14 @@ class MaskTwins(TermsCallback):
             return self._log_terms(torch.stack([src, src.new_zeros(()), src.new_zeros(()), src.new_zeros(())]))
         with torch.no_grad(), self._amp(xt.device): t_logits = teacher(xt)
         pl, w, conf = pseudo_label(t_logits, self.threshold, self.weight_mode)
+        region = self._region()
+        if region is not None: w = w * region   # weight 0 on the target image's border margins
         self.pseudo = dict(pl=pl, weight=w, conf=conf, logits=t_logits)   # reused by later callbacks (e.g. `ClassMix`)
         xa = self.aug(xt, self.generator) if self.aug is not None else xt
-        masks = mask_views(xa, self.mode, self.block_size, self.ratio, self.generator)
+        views_of = mask_views3d if xa.ndim == 5 else mask_views   # volumes (B,C,D,H,W): 3-D blocks (01a_masks3d)
+        masks = views_of(xa, self.mode, self.block_size, self.ratio, self.generator)
         views = [apply_mask(xa, m) for m in masks] or [xa]
-        with self._amp(xt.device):
+        with self._amp(xt.device), head_resolution(self.learn.model, self.cm_res == 'head'):
             if self.batched_views and len(views) > 1: logits = list(self.learn.model(torch.cat(views)).chunk(len(views)))
             else: logits = [self.learn.model(v) for v in views]
         ce, cm = target_losses(logits, pl, w)

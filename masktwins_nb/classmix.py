@@ -138,10 +138,10 @@ class ClassMix(TermsCallback):
                  keep_views:int=2, # keep this many samples of the last mixed batch in `views` (0: none)
                 ):
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
-        store_attr('mix_weight,threshold,weight_mode,ignore_index,ignore_top,ignore_bottom,reuse_pseudo,seed,autocast,record,keep_views')
+        super().__init__(seed, generator, autocast, record, keep_views)
+        store_attr('mix_weight,threshold,weight_mode,ignore_index,ignore_top,ignore_bottom,reuse_pseudo')
         self.aug = ColourAug() if aug is True else (aug or None)
-        self._gen, self.n_teacher = generator, 0   # `n_teacher`: teacher forwards run by this callback
-        self._reset_epoch(); self._new_state()
+        self.n_teacher = 0   # teacher forwards run by this callback
 
     def before_fit(self):
         "Check for the teacher, add the `mix_ce` recorder column (once), create the generator"
@@ -174,8 +174,10 @@ class ClassMix(TermsCallback):
         return pl, w
 
     def _weight_map(self, w, pl):
-        "(B,H,W) float pseudo-label weights, with the top/bottom rows zeroed"
+        "(B,H,W) float pseudo-label weights: times the batch's pseudo-label region (if any), the top/bottom rows zeroed"
         w = (w.float().expand(pl.shape) if w.ndim == 0 else w.float()).clone()
+        region = self._region()
+        if region is not None: w = w * region
         if self.ignore_top: w[:, :self.ignore_top] = 0.
         if self.ignore_bottom: w[:, w.shape[1] - self.ignore_bottom:] = 0.
         return w
@@ -186,11 +188,16 @@ class ClassMix(TermsCallback):
         if not self.training or xt is None or not len(self.yb): return
         xs, ys = self.xb[0], self.yb[0]
         if ys.ndim == 4 and ys.shape[1] == 1: ys = ys[:, 0]
-        if xs.shape != xt.shape or tuple(ys.shape) != (xs.shape[0], *xs.shape[-2:]):
+        B, nt = xs.shape[0], xt.shape[0]
+        if xs.shape[1:] != xt.shape[1:] or not 1 <= nt <= B or tuple(ys.shape) != (B, *xs.shape[-2:]):
             raise ValueError(f"ClassMix needs source image, target image and source label of the same size, got {tuple(xs.shape)}, "
-                             f"{tuple(xt.shape)} and {tuple(ys.shape)} (fix: crop source and target to the same size, same batch size)")
+                             f"{tuple(xt.shape)} and {tuple(ys.shape)} (fix: crop source and target to the same size; "
+                             "at most as many target images as source images)")
         pl, w = self._pseudo(xt)
         w = self._weight_map(w, pl)
+        if nt != B:   # fewer target images (officially one): source image i is pasted onto target image i mod nt
+            idx = torch.arange(B, device=xt.device) % nt
+            xt, pl, w = xt[idx], pl[idx], w[idx]
         mask = class_mix_masks(ys, self.generator, self.ignore_index)
         xm = mix(mask, xs, xt)
         ym = mix(mask, ys.long(), pl)

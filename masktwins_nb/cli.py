@@ -25,7 +25,7 @@ from fastai.torch_core import num_distrib, rank_distrib
 from .reliability import check_inputs, distributed_ctx
 from .selection import add_label_free_scores
 from .classmix import fit_poly
-from .recipe import Recipe, RECIPES, EM, SYNTHETIC, METHODS
+from .recipe import Recipe, RECIPES, EM, EM3D, SYNTHETIC, METHODS
 import argparse
 from dataclasses import fields
 from fastcore.docments import docments
@@ -123,20 +123,20 @@ def _start_weights(fname, model:nn.Module)->dict:
 # %% ../nbs/07_cli.ipynb #032a562d
 def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
               target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
-              target_test:str=None, # labelled target test data (default: the test split of `target`)
-              recipe:Recipe=None, # the settings (default: `EM` with data, `SYNTHETIC` without)
+              target_test:str=None, # labelled target test data (default: the test split of target)
+              recipe:Recipe=None, # the settings (default: EM with data, SYNTHETIC without)
               seed:int=0, # random seed
               device:str=None, # 'cpu', 'cuda', 'cuda:1' ... (default: cuda if available)
               out:str='masktwins_run', # output folder
               progress:bool=True, # progress bars
-              resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
-              overwrite:bool=False, # replace an earlier run in `out` (its own files only; nothing else in `out` is touched)
+              resume=False, # True: continue out/model.interrupted.pth (else out/model.pth) if there is one; or a checkpoint path
+              overwrite:bool=False, # replace an earlier run in out (its own files only; nothing else in out is touched)
               cbs=None, # extra fastai callbacks
-              distributed:bool=None, # data-parallel over the processes of a `torchrun`/`accelerate launch`; None: when WORLD_SIZE > 1
-              source_masks:str=None, # masks of `source` when it is a volume file or a folder of slices
-              target_test_masks:str=None, # masks of `target_test` when it is a volume file or a folder of slices
+              distributed:bool=None, # data-parallel over the processes of a torchrun/accelerate launch; None: when WORLD_SIZE > 1
+              source_masks:str=None, # masks of source when it is a volume file or a folder of slices
+              target_test_masks:str=None, # masks of target_test when it is a volume file or a folder of slices
               init:str=None, # a checkpoint to start from (its student starts student and teacher): a source-pretrained start
-              **overrides, # recipe fields to change: `method='mic'`, `iters=500`, ... (None values are ignored)
+              **overrides, # recipe fields to change: method='mic', iters=500, ... (None values are ignored)
              )->dict:
     "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Everything is checked first."
     if (source is None) != (target is None): raise InputError("Give both --source and --target, or neither (synthetic default)")
@@ -245,15 +245,18 @@ def masktwins_train(
     target_test_masks:str=None, # masks of --target_test when it is a volume file or a folder of slices
     preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (needs the natural extra; see 14_synthia2cityscapes)
     pretrained:str=None, # preset: local ImageNet MiT weights file (official mit_bX.pth or HuggingFace naming)
-    distributed:store_true=False, # data-parallel over the processes of `torchrun --nproc_per_node N` / `accelerate launch` (automatic when WORLD_SIZE > 1)
+    distributed:store_true=False, # data-parallel over the processes of torchrun --nproc_per_node N / accelerate launch (automatic when WORLD_SIZE > 1)
     init:str=None, # start from this checkpoint's student (student and teacher), e.g. a source-only model.pth
-    **fields, # `Recipe` fields to change (`method`, `iters`, `crop`, ...; on the command line, one option each)
+    source_spacing:str=None, # --dims 3: voxel size of --source as z,y,x in nm, where its files do not record it (VNC III: 50,4.6,4.6)
+    target_spacing:str=None, # --dims 3: voxel size of --target and --target_test as z,y,x in nm, where their files do not record it
+    **fields, # Recipe fields to change (method, iters, crop, ...; on the command line, one option each)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
     if preset is not None:
         with terminate_as_exit():
             return _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume, overwrite, **fields)
     base = SYNTHETIC if source is None and target is None else EM
+    if fields.get('dims') == 3: base = EM3D   # volumes: the 3-D recipe's defaults (06a_learner3d)
     r = check_options(base, **fields)   # before anything is printed or read
     if rank_distrib() == 0: _device(device)
     m = r.method
@@ -263,6 +266,10 @@ def masktwins_train(
     kw = dict(source=source, target=target, target_test=target_test, seed=seed, device=device, progress=not quiet, resume=resume,
               overwrite=overwrite, distributed=distributed or None, source_masks=source_masks, target_test_masks=target_test_masks,
               init=init)
+    job, kw3 = train_job, {}
+    if r.dims == 3:   # volumes (07a_cli3d)
+        from masktwins_nb.cli3d import train_job3d
+        job, kw3 = train_job3d, dict(source_spacing=source_spacing, target_spacing=target_spacing)
     results, main = {}, rank_distrib() == 0
     say = print if main else (lambda *a, **k: None)   # one process talks
     if main:   # every method's folder is checked before the first one trains
@@ -270,7 +277,7 @@ def masktwins_train(
     with terminate_as_exit():   # a SIGTERM (scheduler, kill) ends the run like a crash: last checkpoint kept
         for m in methods:
             say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
-            results[m] = train_job(recipe=r.replace(method=m), out=Path(out)/m, **kw)
+            results[m] = job(recipe=r.replace(method=m), out=Path(out)/m, **kw, **kw3)
             say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
     say(_table(results))
     if len(results) == 2:
@@ -303,7 +310,7 @@ def train_parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/07_cli.ipynb #7fa636a6
-def load_model(fname, # checkpoint written by `train_job` / `save_checkpoint`
+def load_model(fname, # checkpoint written by train_job / save_checkpoint
                use:str='student', # 'student' or 'teacher' weights
                device=None, # where to put the model
               )->tuple: # (model, meta)
@@ -339,8 +346,13 @@ def predict_job(checkpoint:str, # checkpoint (model.pth)
                 device:str=None, # cpu, cuda, ...
                 progress:bool=True,
                 overwrite:bool=False, # replace existing <name>_prob.tif / <name>_mask.tif
+                spacing:str=None, # 3-D checkpoints: voxel size of input, z,y,x in nm, where its file does not record it
                )->dict: # paths written
     "Predict a stack with a trained checkpoint; write probability and mask TIFFs (never over existing ones unless `overwrite`)."
+    if ((read_checkpoint(checkpoint).get('meta') or {}).get('model') or {}).get('name') == 'UNet3d':   # volumes (07a_cli3d)
+        from masktwins_nb.cli3d import predict_job3d
+        return predict_job3d(checkpoint, input, out, tile=tile, overlap=overlap, thr=thr, use=use, device=device,
+                             overwrite=overwrite, spacing=spacing)
     import tifffile
     if not (float(tile).is_integer() and tile >= 16): raise InputError(f"--tile {tile}: must be a whole number >= 16")
     if not 0 <= overlap < 1: raise InputError(f"--overlap {overlap}: must lie in [0, 1)")
@@ -409,10 +421,11 @@ def masktwins_predict(
     teacher:store_true=False, # use the EMA teacher's weights instead of the student's
     device:str=None, # cpu, cuda, ... (default: cuda when available)
     overwrite:store_true=False, # replace existing output files
+    spacing:str=None, # 3-D checkpoints: voxel size of the input volume as z,y,x in nm, where its file does not record it
 ):
     "Predict foreground probabilities and masks for an image stack with a trained model."
     paths = predict_job(checkpoint, input, out=out, tile=tile, overlap=overlap, thr=thr, use='teacher' if teacher else 'student', device=device,
-                        overwrite=overwrite)
+                        overwrite=overwrite, spacing=spacing)
     for k, p in paths.items(): print(f"{k}: {p}")
 
 @call_parse

@@ -10,8 +10,8 @@ import os, sys, warnings
 from .cpu import apply_cpu_env
 
 # %% ../nbs/16_console.ipynb #e6e72bc7
-def run_command(name:str, # a `call_parse` command of `masktwins_nb.cli`
-                argv:list|None=None, # its arguments (default: `sys.argv[1:]`)
+def run_command(name:str, # a call_parse command of masktwins_nb.cli
+                argv:list|None=None, # its arguments (default: sys.argv[1:])
                ):
     "Run a console command: CPU settings before torch loads; one message and exit 2 for bad input (1: a stopped run)"
     apply_cpu_env()

@@ -23,8 +23,8 @@ def available_cores(cgroup:str='/sys/fs/cgroup')->int:
 # %% ../nbs/15_cpu.ipynb #fc7aac37
 SPINCOUNT = 1000 # GOMP_SPINCOUNT: idle OpenMP threads spin this many rounds (tens of microseconds) before they sleep
 
-def cpu_env(environ:dict|None=None, # the environment to complete (default: `os.environ`)
-           )->dict: # variables to set (none that `environ` already has)
+def cpu_env(environ:dict|None=None, # the environment to complete (default: os.environ)
+           )->dict: # variables to set (none that environ already has)
     "OpenMP settings for training on a possibly shared CPU, without overriding any the user set"
     env = os.environ if environ is None else environ
     new = {}

@@ -352,6 +352,7 @@ class DAFormer(nn.Module):
         _check_variant(variant)
         if embed_dim is None: embed_dim = 32 if variant == 'tiny' else 256
         self.n_classes, self.variant, self.embed_dim = n_classes, variant, embed_dim
+        self.head_logits, self.output_stride = False, 4   # head_logits: `forward` returns the stride-4 logits
         self.encoder = MiTEncoder(variant, drop_path_rate)
         self.head = DAFormerHead(self.encoder.channels, n_classes, embed_dim, dilations, sep, pool, dropout)
 
@@ -362,6 +363,7 @@ class DAFormer(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"DAFormer expects RGB images (B, 3, H, W), got {tuple(x.shape)}.")
         y = self.head(self.encoder(x))
+        if self.head_logits: return y
         return F.interpolate(y, size=x.shape[-2:], mode='bilinear', align_corners=False)
 
 # %% ../nbs/12_daformer.ipynb #1e4414c0

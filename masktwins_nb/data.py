@@ -157,9 +157,9 @@ def _tiff_expected(tf)->int:
     return n
 
 # %% ../nbs/02_data.ipynb #c6tifchk
-def _check_tiff_pages(tf, # an open `tifffile.TiffFile`
+def _check_tiff_pages(tf, # an open tifffile.TiffFile
                       path, # its path, for the message
-                      errs=(), # what tifffile logged while listing the pages (`_TiffLog`)
+                      errs=(), # what tifffile logged while listing the pages (_TiffLog)
                      ):
     "Fail naming the first page that cannot be read: missing from the page list, or its data beyond the end of the file"
     size, n, exp, s = tf.filehandle.size, len(tf.pages), _tiff_expected(tf), tf.series[0]
@@ -310,7 +310,7 @@ class _Stack:
 # %% ../nbs/02_data.ipynb #0a1ebb00
 def read_stack(path, # folder of 2-D slices, multi-page TIFF, 2-D image, or HDF5 file ('f.h5' + key, or 'f.h5/key')
                key:str|None=None, # HDF5 dataset name (optional if the file holds a single dataset)
-               slices=None, # which slices: None (all), int n (n evenly spaced), a `slice`, or a list of indices
+               slices=None, # which slices: None (all), int n (n evenly spaced), a slice, or a list of indices
               )->np.ndarray: # (N,H,W), dtype as stored
     "Read an EM image stack from disk"
     s = _Stack(path, key)
@@ -341,7 +341,7 @@ def _class_map(a, name):
     return a.astype(np.uint8)
 
 # %% ../nbs/02_data.ipynb #c15warn0
-def _warn_inverted(m, # binary {0,1} masks read from `path`
+def _warn_inverted(m, # binary {0,1} masks read from path
                    path):
     "Warn (once per stack) when foreground outnumbers background: masks are often saved inverted"
     share = np.count_nonzero(m) / max(1, m.size)
@@ -351,10 +351,10 @@ def _warn_inverted(m, # binary {0,1} masks read from `path`
                   "if 0 marks them, save 1 - mask) Training goes on with the mask as it is.", stacklevel=3)
 
 # %% ../nbs/02_data.ipynb #bd8ece96
-def read_masks(path, # like `read_stack`: folder of slices, multi-page TIFF, image, HDF5
+def read_masks(path, # like read_stack: folder of slices, multi-page TIFF, image, HDF5
                key:str|None=None, # HDF5 dataset name
                binary:bool=True, # map to {0,1} (error if not binary); False keeps class ids
-               slices=None, # which slices (see `read_stack`)
+               slices=None, # which slices (see read_stack)
               )->np.ndarray: # uint8 (N,H,W)
     "Read a mask stack; binary masks in any common encoding become {0,1} (a warning if foreground dominates: inverted?)"
     s = _Stack(path, key)
@@ -368,7 +368,7 @@ def read_masks(path, # like `read_stack`: folder of slices, multi-page TIFF, ima
 # %% ../nbs/02_data.ipynb #c65ca20a
 def normalize(vol, # (N,H,W) numpy array or tensor, any numeric dtype
               eps:float=1e-6, # floor for the standard deviation (constant volumes become 0)
-             ): # float32, same type as `vol`, zero mean / unit std over the whole volume
+             ): # float32, same type as vol, zero mean / unit std over the whole volume
     "Per-volume standardisation"
     if isinstance(vol, torch.Tensor):
         v = vol.double()
@@ -400,7 +400,7 @@ class EMDomain:
                  images, # (N,H,W) or (H,W) array/tensor, any dtype
                  masks=None, # None (unlabelled) or (N,H,W) masks, {0,1} or class ids
                  name:str='domain', # shown in reprs and plots
-                 norm:bool=True, # standardise `images` (per volume, `normalize`)
+                 norm:bool=True, # standardise images (per volume, normalize)
                 ):
         im = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         if im.ndim == 2: im = im[None]
@@ -525,15 +525,15 @@ def _load_pair(img, msk, name, key=None, mask_key=None, labels=True, binary=True
     return EMDomain(im, mk, name)
 
 # %% ../nbs/02_data.ipynb #5fa7d1c1
-def load_domain(path, # dataset folder (any of `LAYOUTS`) or a volume file
-                split:str='train', # 'train' or 'test' (Lucchi layout, or `path/<split>/` sub-folders)
+def load_domain(path, # dataset folder (any of LAYOUTS) or a volume file
+                split:str='train', # 'train' or 'test' (Lucchi layout, or path/<split>/ sub-folders)
                 name:str|None=None, # domain name (default: from the path)
                 mask_path=None, # masks for the 'slices' and 'volume' layouts (file or folder)
                 key:str|None=None, # HDF5 dataset of the images
                 mask_key:str|None=None, # HDF5 dataset of the masks
                 labels:bool=True, # read masks if there are any (False: unlabelled domain, faster)
                 binary:bool=True, # masks must be binary (mapped to {0,1}); False keeps class ids
-                slices=None, # which slices (see `read_stack`); handy to peek at big volumes
+                slices=None, # which slices (see read_stack); handy to peek at big volumes
                )->EMDomain:
     "Load an EM domain from disk, recognising the VNC III, Lucchi and generic layouts"
     if split not in ('train', 'test'): raise InputError(f"split must be 'train' or 'test', got {split!r}")
@@ -563,8 +563,8 @@ def download_file(url:str, # what to download
                   dest, # file to write
                   progress:bool=True, # show a progress bar (tqdm)
                   timeout:float=60, # seconds to wait for the server
-                  force:bool=False, # download even if `dest` exists
-                 )->Path: # `dest`
+                  force:bool=False, # download even if dest exists
+                 )->Path: # dest
     "Download `url` to `dest` atomically (temporary file, then rename); skip if `dest` exists"
     from tqdm import tqdm   # plain text bar on stderr (no notebook widgets)
     dest = Path(dest)
@@ -593,7 +593,7 @@ def download_vnc3(dest, # folder to create: dest/raw/*.tif, dest/mitochondria/*.
                   url:str=VNC3_URL, # zip archive of the groundtruth-drosophila-vnc repository
                   progress:bool=True, # show a progress bar
                   force:bool=False, # download again even if present
-                 )->Path: # `dest`
+                 )->Path: # dest
     "Download VNC III (stack 1: raw sections + mitochondria masks) in the layout of `load_domain`"
     dest = Path(dest)
     if not force and all((dest/d).is_dir() and any((dest/d).iterdir()) for d in ('raw', 'mitochondria')): return dest
@@ -618,7 +618,7 @@ def download_lucchi(dest, # folder for training.tif, training_groundtruth.tif, t
                     files:tuple=LUCCHI_FILES, # which files
                     progress:bool=True, # show a progress bar
                     force:bool=False, # download again even if present
-                   )->Path: # `dest`
+                   )->Path: # dest
     "Download the Lucchi (EPFL hippocampus) volumes in the layout of `load_domain`"
     dest = Path(dest)
     for f in files: download_file(url.rstrip('/') + '/' + f, dest/f, progress, force=force)
@@ -652,7 +652,7 @@ def _window(cy, cx, r, size):
 
 # %% ../nbs/02_data.ipynb #21e609b2
 def synthetic_em_slice(size:int=128, # slice side (pixels)
-                       style:dict|str='source', # a `SYNTH_STYLES` key or a dict like its values
+                       style:dict|str='source', # a SYNTH_STYLES key or a dict like its values
                        rng:np.random.Generator|None=None, # random generator
                       )->tuple: # (image (H,W) float32 in [0,1], mask (H,W) uint8 {0,1})
     "One synthetic EM slice with mitochondria and distractors, rendered in `style`"
@@ -700,7 +700,7 @@ def synthetic_em_slice(size:int=128, # slice side (pixels)
 # %% ../nbs/02_data.ipynb #5a8e5cf5
 def synthetic_domain(n:int=8, # number of slices
                      size:int=128, # slice side
-                     style:dict|str='source', # `SYNTH_STYLES` key or dict
+                     style:dict|str='source', # SYNTH_STYLES key or dict
                      seed:int=0, # random seed
                      name:str|None=None, # domain name (default: the style)
                     )->EMDomain:
@@ -712,8 +712,8 @@ def synthetic_domain(n:int=8, # number of slices
 def synthetic_em_pair(n:int=8, # slices per domain
                       size:int=128, # slice side (pixels)
                       seed:int=0, # random seed (source, target-train and target-test use seed, seed+1, seed+2)
-                      n_test:int|None=None, # target test slices (default `n`)
-                      styles:tuple=('source', 'target'), # source and target styles (`SYNTH_STYLES` keys or dicts)
+                      n_test:int|None=None, # target test slices (default n)
+                      styles:tuple=('source', 'target'), # source and target styles (SYNTH_STYLES keys or dicts)
                      )->tuple: # (source, target_train, target_test) EMDomains, all labelled
     "A small synthetic source/target EM domain pair with a real domain shift"
     return (synthetic_domain(n, size, styles[0], seed, 'synth-source'),
@@ -793,13 +793,13 @@ class EMDataLoaders(DataLoaders):
 # %% ../nbs/02_data.ipynb #131a575c
 def em_dataloaders(source:EMDomain, # labelled source domain
                    target:EMDomain, # target domain (its masks, if any, are not used for training)
-                   valid:EMDomain|None=None, # labelled target slices to validate on (default: `target` if labelled)
+                   valid:EMDomain|None=None, # labelled target slices to validate on (default: target if labelled)
                    crop:int=256, # training crop side (after downscaling; clipped to the smallest slice)
                    downscale:float=1, # downscale every volume by this factor once (area for images, nearest for masks)
                    bs:int=4, # training batch size
                    iters_per_epoch:int=100, # training batches per epoch
                    seed:int=0, # seed of the crop sampler
-                   device=None, # where batches go (default: `default_device()`)
+                   device=None, # where batches go (default: default_device())
                    augment:bool=True, # random flips and 90° rotations
                    num_workers:int=0, # DataLoader worker processes
                   )->EMDataLoaders:

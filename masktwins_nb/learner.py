@@ -41,6 +41,8 @@ class NaNGuard(Callback):
     "Stop training at the first NaN/inf loss, naming the iteration and the offending loss term (of `MaskTwins`, `ClassMix`, ...)"
     order = MixedPrecision.order - 2 # 8: after_loss after MaskTwins (5) and ClassMix (5.5), before MixedPrecision (10)
     run_valid = False # acts in training only
+    # an __init__ of its own, without arguments: else the docs list the 24 event-hook arguments of fastai's Callback
+    def __init__(self): super().__init__()
     def after_loss(self):
         "Raise `NonFiniteLossError` if this training batch's loss is not finite"
         if not self.training or self.learn.loss_grad is None: return
@@ -58,18 +60,18 @@ class NaNGuard(Callback):
             " (fix: lower the learning rate, check the inputs for NaN/inf, or use bf16 instead of fp16 mixed precision)")
 
 # %% ../nbs/06_learner.ipynb #a8264a44
-def masktwins_learner(dls, # `DataLoaders` from `em_dataloaders` (train batches `(src, tgt, mask)`)
-                      model:nn.Module=None, # the student; default a `UNet(in_ch, recipe.n_classes)`
-                      recipe:Recipe=None, # method, teacher and loss settings (default: `Recipe()`, the paper's)
+def masktwins_learner(dls, # DataLoaders from em_dataloaders (train batches (src, tgt, mask))
+                      model:nn.Module=None, # the student; default a UNet(in_ch, recipe.n_classes)
+                      recipe:Recipe=None, # method, teacher and loss settings (default: Recipe(), the paper's)
                       in_ch:int=1, # input channels of the default model
                       aug:bool=True, # strong augmentation (colour jitter + blur) of the target before masking
                       batched_views:bool=True, # run the views as one batched forward
                       seed:int=None, # seed of the mask generator
                       metrics=None, # default: foreground IoU, F1, MCC, AP over the whole validation set
                       opt_func=Adam, # optimiser
-                      nan_guard:bool=True, # stop with a clear error at the first NaN/inf loss (`NaNGuard`)
+                      nan_guard:bool=True, # stop with a clear error at the first NaN/inf loss (NaNGuard)
                       cbs=None, # extra callbacks
-                      **kwargs # fields of `Recipe` to change (`method='mic'`, `alpha=0.99`, ...); the rest go to `Learner`
+                      **kwargs # fields of Recipe to change (method='mic', alpha=0.99, ...); the rest go to Learner
                      )->Learner:
     "A fastai `Learner` running MaskTwins (or one of its ablations, see `METHODS`) with the settings of `recipe`."
     names = Recipe.names()
@@ -142,7 +144,7 @@ def rng_state()->dict:
                 numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), cached=float(cached)),
                 python=[v, list(st), gauss])
 
-def set_rng_state(st:dict): # a `rng_state()`
+def set_rng_state(st:dict): # a rng_state()
     "Restore the global RNG states saved by `rng_state`"
     torch.set_rng_state(st['torch'])
     if st.get('cuda') and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
@@ -154,7 +156,7 @@ def set_rng_state(st:dict): # a `rng_state()`
 # %% ../nbs/06_learner.ipynb #dc2fca46
 def _terms_cbs(learn): return [c for c in learn.cbs if isinstance(c, TermsCallback)]
 
-def train_state(learn:Learner)->dict|None: # None outside/before `fit`
+def train_state(learn:Learner)->dict|None: # None outside/before fit
     "Where a fit stands, for an exact resume: epoch, n_epoch, train_iter, all RNG states, data-loader epoch, history"
     if not hasattr(learn, 'n_epoch') or not hasattr(learn, 'train_iter') or not hasattr(learn, 'epoch'): return None
     rec = getattr(learn, 'recorder', None)
@@ -196,7 +198,7 @@ def _misfit(ck:dict, sd:dict)->str:
             f"{first}) (fix: build the model with the checkpoint's width/depth/classes, see its meta['model'])")
 
 def load_checkpoint(learn:Learner, # the learner to load into (same model architecture)
-                    fname, # checkpoint written by `save_checkpoint`
+                    fname, # checkpoint written by save_checkpoint
                     with_opt:bool=True, # also restore the optimiser state
                     strict:bool=True, # strict state-dict matching
                    )->dict:
@@ -252,7 +254,7 @@ def _ramp(n, margin, device):
 def predict_tiled(model:nn.Module, # segmentation model returning (B,C,h,w) logits
                   img, # image(s): (H,W), (C,H,W) or (N,C,H,W), array or tensor, already normalised
                   tile:int=256, # tile size in pixels
-                  overlap:float=0.25, # overlap between neighbouring tiles, as a fraction of `tile`
+                  overlap:float=0.25, # overlap between neighbouring tiles, as a fraction of tile
                   bs:int=8, # tiles per forward pass
                   device=None, # device to run on (default: the model's)
                   amp:bool=False, # autocast (fp16 on CUDA, bf16 on CPU)
@@ -306,7 +308,7 @@ def predict_volume(model:nn.Module, # segmentation model
 
 # %% ../nbs/06_learner.ipynb #449cea33
 def evaluate(model:nn.Module, # segmentation model
-             domain, # an `EMDomain` with `images` (N,H,W) and `masks` (N,H,W)
+             domain, # an EMDomain with images (N,H,W) and masks (N,H,W)
              tile:int=256, overlap:float=0.25, bs:int=8, device=None, amp:bool=False, progress:bool=False,
              thr:float=0.5, # threshold on the foreground probability
             )->dict: # iou, f1, mcc, ap
@@ -317,7 +319,7 @@ def evaluate(model:nn.Module, # segmentation model
 
 # %% ../nbs/06_learner.ipynb #9836b1ea
 def show_results(learn:Learner, # a trained learner
-                 domain=None, # labelled `EMDomain` to show (default: the validation data of `learn.dls`)
+                 domain=None, # labelled EMDomain to show (default: the validation data of learn.dls)
                  n:int=3, # number of slices
                  tile:int=256, # tile size for prediction
                  figsize_per:float=2.2, # size of one panel (inches)
@@ -393,8 +395,8 @@ class ResumeFit(Callback):
         self.start_epoch = 0
 
 def resume_state(learn:Learner, # learner built like the interrupted one
-                 fname, # checkpoint written by `SaveEveryEpoch`/`save_checkpoint` during a fit
-                )->dict: # its `train_state`
+                 fname, # checkpoint written by SaveEveryEpoch/save_checkpoint during a fit
+                )->dict: # its train_state
     "Load weights, teacher and optimiser of `fname` into `learn`, restore its training history; return its `train_state`"
     load_checkpoint(learn, fname)
     ck = torch.load(fname, map_location='cpu', weights_only=True)
@@ -423,8 +425,8 @@ def resume_fit_setup(learn:Learner, # learner built like the interrupted one
         return start, L(), True
     return start, L(ResumeFit(st)), False
 
-def fit_iters(learn:Learner, # learner from `masktwins_learner`
-              iters:int, # total training iterations (a multiple of `len(learn.dls.train)` is used)
+def fit_iters(learn:Learner, # learner from masktwins_learner
+              iters:int, # total training iterations (a multiple of len(learn.dls.train) is used)
               lr:float=1e-3, # peak learning rate
               pct_start:float=0.1, # warm-up share of the one-cycle schedule
               resume=None, # checkpoint of an interrupted run with the same settings: continue it exactly

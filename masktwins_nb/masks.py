@@ -84,11 +84,11 @@ def _mask_like(x, block_size, r, generator):
 def _complement(m): return ~m if m.dtype == torch.bool else 1 - m
 
 def mask_views(x:Tensor, # batch (B,C,H,W) or (B,H,W): masks are made for its shape, device and dtype
-               mode:str='complementary', # one of `MASK_MODES`
+               mode:str='complementary', # one of MASK_MODES
                block_size:int=64, # side of a mask block in pixels (paper default: 64)
                ratio:float|list=0.5, # masked fraction of the first mask, in [0, 1); a list/tuple: one value drawn per call
                generator:torch.Generator|None=None, # random generator
-              )->list: # list of masks, (B,1,H,W) for 4-D `x` and (B,H,W) for 3-D `x`
+              )->list: # list of masks, (B,1,H,W) for 4-D x and (B,H,W) for 3-D x
     "Masks for `mode`: complementary `[M, 1-M]`, random_pair `[M1(r), M2(1-r)]` (independent), single `[M]`, none `[]`"
     if mode not in MASK_MODES: raise ValueError(f"unknown mask mode {mode!r}; valid modes: {', '.join(MASK_MODES)}")
     r = pick_ratio(ratio, generator)
@@ -119,8 +119,8 @@ def kway_masks(n:int, # number of samples
 
 # %% ../nbs/01_masks.ipynb #9200b8a0
 def apply_mask(x:Tensor, # batch (B,C,H,W) or (B,H,W)
-               m:Tensor, # mask broadcastable to `x`: 1 = visible, 0 = masked
-              )->Tensor: # `x` with the masked pixels set to 0
+               m:Tensor, # mask broadcastable to x: 1 = visible, 0 = masked
+              )->Tensor: # x with the masked pixels set to 0
     "Mask a normalised batch: masked pixels become 0 (the mean intensity)"
     return x * m.to(x.dtype)
 
@@ -138,8 +138,8 @@ def _demo_batch(n:int=2, h:int=256, w:int=256, seed:int=0)->Tensor:
         out.append((img - img.mean()) / img.std())
     return torch.stack(out)[:, None]
 
-def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: `_demo_batch()`)
-                    mode:str='complementary', # one of `MASK_MODES`, or 'kway'
+def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: _demo_batch())
+                    mode:str='complementary', # one of MASK_MODES, or 'kway'
                     block_size:int=32, # block size in pixels
                     ratio:float|list=0.5, # mask ratio (ignored for 'kway')
                     generator:torch.Generator|None=None, # random generator
@@ -174,7 +174,7 @@ def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: `_demo_batch
 def mask_explorer(x:Tensor|None=None, # (B,1,H,W) batch to mask (default: a 256 x 256 synthetic pattern)
                   n:int=2, # samples shown
                   show:bool=True, # display the panel (and draw the first figure) right away
-                 ): # the ipywidgets VBox (its `render()` redraws); None when `show` displayed it already
+                 ): # the ipywidgets VBox (its render() redraws); None when show displayed it already
     "Interactive ipywidgets explorer of the mask modes, ratio and block size"
     import ipywidgets as W
     import matplotlib.pyplot as plt

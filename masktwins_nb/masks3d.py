@@ -63,7 +63,7 @@ def mask_views3d(x:Tensor, # batch of volumes (B,C,D,H,W) or (B,D,H,W): masks ar
         return m[:, 0] if x.ndim == 4 else m
     m = one(r)
     if mode == 'single': return [m]
-    if mode == 'complementary': return [m, 1 - m]
+    if mode == 'complementary': return [m, ~m if m.dtype == torch.bool else 1 - m]
     return [m, one(1 - r)]
 
 # %% ../nbs/01a_masks3d.ipynb #c3d1fdfd

@@ -77,9 +77,9 @@ def average_precision(prob, # foreground probabilities (any shape)
     return (torch.diff(rec, prepend=rec.new_zeros(1)) * prec).sum().item()
 
 # %% ../nbs/04_metrics.ipynb #9758ffae
-def gathered(learn, # a `Learner`
+def gathered(learn, # a Learner
              *ts:torch.Tensor, # batch tensors (predictions, labels)
-            )->tuple: # `ts` of all processes concatenated (padding removed), or `ts` unchanged
+            )->tuple: # ts of all processes concatenated (padding removed), or ts unchanged
     "Under data-parallel training (fastai's `DistributedDL`, see the reliability notebook), the batch of every rank"
     dl = getattr(learn, 'dl', None)
     if not hasattr(dl, 'n_padded'): return ts  # not a sharded loader: single process, or every rank sees everything
@@ -149,11 +149,11 @@ class BinaryAccumulator:
 
 # %% ../nbs/04_metrics.ipynb #73465e43
 def binary_scores(prob, # foreground probabilities, numpy array or tensor, any shape
-                  target, # labels {0, 1} (or `ignore_index`), same size
+                  target, # labels {0, 1} (or ignore_index), same size
                   thr:float=0.5, # foreground when prob > thr
                   ignore_index:int=255, # label value to skip
                   n_bins:int|None=None, # None: exact AP (sorts all pixels); int: histogram AP with that many bins
-                  logit_range:float|None=16., # histogram spacing (see `prob_bins`), when `n_bins` is given
+                  logit_range:float|None=16., # histogram spacing (see prob_bins), when n_bins is given
                  )->dict: # dict(iou, f1, mcc, ap) of the whole arrays, as Python floats
     "Foreground IoU, F1, MCC and AP of whole arrays (e.g. a full test volume)"
     prob = prob if torch.is_tensor(prob) else torch.as_tensor(np.asarray(prob))
@@ -175,7 +175,7 @@ class ForegroundMetric(Metric):
                  n_bins:int=16384, # histogram bins for AP (when creating the accumulator)
                  thr:float=0.5, # foreground threshold on the probability
                  ignore_index:int=255, # label value to skip
-                 logit_range:float|None=16., # histogram spacing (see `prob_bins`)
+                 logit_range:float|None=16., # histogram spacing (see prob_bins)
                 ):
         self.acc = acc if acc is not None else BinaryAccumulator(n_bins, thr, ignore_index, logit_range)
     def reset(self): self.acc.reset()
@@ -204,7 +204,7 @@ class ForegroundAP(ForegroundMetric):
 def binary_metrics(n_bins:int=16384, # histogram bins for AP
                    thr:float=0.5, # foreground threshold on the probability
                    ignore_index:int=255, # label value to skip
-                   logit_range:float|None=16., # histogram spacing (see `prob_bins`)
+                   logit_range:float|None=16., # histogram spacing (see prob_bins)
                   )->list: # [ForegroundIoU, ForegroundF1, ForegroundMCC, ForegroundAP] sharing one accumulator
     "The four foreground metrics of the Lucchi protocol, sharing one `BinaryAccumulator`"
     acc = BinaryAccumulator(n_bins, thr, ignore_index, logit_range)
@@ -247,7 +247,7 @@ class MeanIoU(Metric):
     "Class-mean IoU over `subset` from a confusion matrix accumulated over the whole validation set"
     def __init__(self,
                  n_classes:int, # number of classes predicted
-                 subset:tuple|None=None, # class ids averaged (e.g. `SYNTHIA16`); all if None
+                 subset:tuple|None=None, # class ids averaged (e.g. SYNTHIA16); all if None
                  ignore_index:int=255, # label value to skip
                  name:str|None=None, # recorder column name; 'miou' or f'miou{len(subset)}'
                 ):

@@ -18,7 +18,7 @@ def _n_groups(ch:int, max_groups:int=8)->int:
     "Largest divisor of `ch` that is at most `max_groups` (the number of groups used by group norm)"
     return max(g for g in range(1, min(max_groups, ch)+1) if ch % g == 0)
 
-def norm_layer(norm:str, # one of `NORMS` ('none' or None: no normalisation)
+def norm_layer(norm:str, # one of NORMS ('none' or None: no normalisation)
                ch:int, # number of channels
               )->nn.Module:
     "A 2-D normalisation layer of kind `norm` for `ch` channels"
@@ -34,7 +34,7 @@ class DoubleConv(nn.Sequential):
     def __init__(self,
                  ni:int, # input channels
                  nf:int, # output channels
-                 norm:str='batch', # normalisation, one of `NORMS`
+                 norm:str='batch', # normalisation, one of NORMS
                  dropout:float=0., # channel-dropout probability after the block
                 ):
         bias = norm in ('none', None)
@@ -50,8 +50,8 @@ class UpBlock(nn.Module):
     def __init__(self,
                  ni:int, # channels coming from the deeper level
                  nf:int, # channels of the skip connection and of the output
-                 norm:str='batch', # normalisation, one of `NORMS`
-                 dropout:float=0., # channel dropout in the `DoubleConv`
+                 norm:str='batch', # normalisation, one of NORMS
+                 dropout:float=0., # channel dropout in the DoubleConv
                  up:str='transpose', # 'transpose' (learned) or 'bilinear' (+ 1×1 conv)
                 ):
         super().__init__()
@@ -65,9 +65,9 @@ class UpBlock(nn.Module):
 
 # %% ../nbs/03_models.ipynb #429f27d0
 def pad_to_multiple(x:torch.Tensor, # (B, C, H, W)
-                    m:int, # pad H and W up to multiples of `m`
+                    m:int, # pad H and W up to multiples of m
                     mode:str='reflect', # 'reflect', 'replicate' or 'zeros' (reflect falls back to zeros when the pad is too big)
-                   )->tuple: # (padded x, (top, left)) — crop with `[..., top:top+H, left:left+W]`
+                   )->tuple: # (padded x, (top, left)) — crop with [..., top:top+H, left:left+W]
     "Pad `x` symmetrically so that its spatial size is a multiple of `m`"
     H, W = x.shape[-2:]
     ph, pw = (-H) % m, (-W) % m
@@ -88,7 +88,7 @@ class UNet(nn.Module):
                  depth:int=4, # number of 2× down-samplings
                  width:int=32, # channels of the first level (doubled at every level)
                  norm:str='batch', # 'batch', 'instance', 'group' or 'none'
-                 dropout:float=0., # `nn.Dropout2d` probability in the bottleneck and decoder blocks
+                 dropout:float=0., # nn.Dropout2d probability in the bottleneck and decoder blocks
                  up:str='transpose', # 'transpose' or 'bilinear' up-sampling
                  pad_mode:str='reflect', # padding to a multiple of 2**depth: 'reflect', 'replicate' or 'zeros'
                 ):
@@ -120,7 +120,7 @@ class UNet(nn.Module):
 
 # %% ../nbs/03_models.ipynb #989078b2
 def count_params(model:nn.Module, # any module
-                 trainable:bool=False, # count only parameters with `requires_grad`
+                 trainable:bool=False, # count only parameters with requires_grad
                 )->int:
     "Number of parameters of `model`"
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
@@ -131,7 +131,7 @@ def dynamic_unet(arch='resnet18', # torchvision model name (e.g. 'resnet34') or 
                  n_classes:int=2, # output classes
                  pretrained:bool=False, # load ImageNet weights for the encoder (downloads them)
                  img_size:tuple=(256, 256), # size the decoder is built for
-                 **kwargs, # passed to fastai's `DynamicUnet` (e.g. `self_attention`, `blur`)
+                 **kwargs, # passed to fastai's DynamicUnet (e.g. self_attention, blur)
                 ):
     "fastai `DynamicUnet` with a torchvision `arch` encoder taking `n_in`-channel images"
     import torchvision

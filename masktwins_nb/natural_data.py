@@ -19,8 +19,8 @@ __all__ = ['CITYSCAPES_ID_TO_TRAINID', 'SYNTHIA_CLASSES', 'SYNTHIA_TO_TRAINID', 
            'IMAGENET_STD', 'STATS_FILE', 'read_png16', 'write_png16', 'read_rgb', 'read_synthia_label',
            'read_cityscapes_label', 'synthia_items', 'cityscapes_items', 'make_synthia_fixture',
            'make_cityscapes_fixture', 'normalize_rgb', 'denormalize', 'colorize', 'class_stats', 'rcs_probs',
-           'rescale_size', 'NaturalCropDataset', 'NaturalValidDataset', 'rcs_sampler', 'NaturalDataLoader',
-           'natural_dataloaders', 'show_seg_results']
+           'rescale_size', 'margin_region', 'NaturalCropDataset', 'NaturalValidDataset', 'rcs_sampler',
+           'NaturalDataLoader', 'natural_dataloaders', 'show_seg_results']
 
 # %% ../nbs/11_natural_data.ipynb #e9e8e7b5
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
@@ -362,6 +362,15 @@ def _load(img_path, lab_path, reader, size, ratio=1.):
 
 def _crop_box(rng, h, w, c): return int(rng.integers(max(h - c, 0) + 1)), int(rng.integers(max(w - c, 0) + 1))
 
+def margin_region(h:int, w:int, # image height and width
+                  margins:tuple, # (top, bottom, left, right) border widths in pixels
+                 )->torch.Tensor: # (h,w) uint8: 1 inside, 0 on the margins
+    "Where a target image's pseudo-labels count: all but its border margins (the official `crop_pseudo_margins`)"
+    t, b, l, r = (max(0, int(m)) for m in margins)
+    out = torch.ones(h, w, dtype=torch.uint8)
+    out[:t] = 0; out[max(h - b, 0):] = 0; out[:, :l] = 0; out[:, max(w - r, 0):] = 0
+    return out
+
 def _finish(x, y, c, flip):
     "Flip, normalise, pad to c×c (image 0, label 255)"
     if flip: x, y = x.flip(-1), (None if y is None else y.flip(-1))
@@ -388,12 +397,13 @@ class NaturalCropDataset(torch.utils.data.Dataset):
                  cat_max_ratio:float=0.75, # re-draw source crops (10 tries) in which one class covers more than this
                  rcs:dict|None=None, # rare-class sampling tables (`rcs_sampler`)
                  source_reader=read_synthia_label, # label reader of the source
+                 margins:tuple|None=None, # target pseudo-label margins (top, bottom, left, right), resized-image pixels
                 ):
         if not source: raise EMDataError("no source images")
         if not target: raise EMDataError("no target images")
         self.source, self.target, self.crop, self.n, self.seed = source, target, crop, n, seed
         self.source_size, self.target_size, self.scale_range, self.flip = source_size, target_size, scale_range, flip
-        self.cat_max_ratio, self.rcs, self.source_reader = cat_max_ratio, rcs, source_reader
+        self.cat_max_ratio, self.rcs, self.source_reader, self.margins = cat_max_ratio, rcs, source_reader, margins
     def __len__(self): return self.n
     def _ratio(self, rng): return float(rng.uniform(*self.scale_range)) if self.scale_range else 1.
     def _cat_ok(self, y):
@@ -417,15 +427,25 @@ class NaturalCropDataset(torch.utils.data.Dataset):
             if cls is None or (yc == cls).sum().item() > 0.5 * frac * y.numel(): break   # DAFormer: > 1500 of 1280×760
         return _finish(x[:, t:t + c, l:l + c], yc, c, self.flip and rng.random() < 0.5)
     def _target(self, rng):
-        c = self.crop
-        x, _ = _load(self.target[int(rng.integers(len(self.target)))][0], None, None, self.target_size, self._ratio(rng))
+        "A target crop and, with `margins`, its pseudo-label region (None without)"
+        c, j = self.crop, int(rng.integers(len(self.target)))
+        ratio = self._ratio(rng)
+        x, _ = _load(self.target[j][0], None, None, self.target_size, ratio)
         t, l = _crop_box(rng, *x.shape[-2:], c)
-        return _finish(x[:, t:t + c, l:l + c], None, c, self.flip and rng.random() < 0.5)[0]
+        flip = self.flip and rng.random() < 0.5
+        xc = _finish(x[:, t:t + c, l:l + c], None, c, flip)[0]
+        if self.margins is None: return xc, None
+        r = margin_region(*x.shape[-2:], [round(m * ratio) for m in self.margins])[t:t + c, l:l + c]
+        r = r.flip(-1) if flip else r
+        # padding counts as margin
+        return xc, F.pad(r, (0, c - r.shape[-1], 0, c - r.shape[-2]), value=0).contiguous()
     def __getitem__(self, idx):
+        "Training item `(src, tgt, src_mask)`, plus the target's pseudo-label region with `margins`"
         e, i = idx if isinstance(idx, tuple) else (0, idx)
         rng = np.random.default_rng([self.seed, e, i])
         s, sm = self._source(rng)
-        return s, self._target(rng), sm
+        xt, region = self._target(rng)
+        return (s, xt, sm) if region is None else (s, xt, sm, region)
 
 class NaturalValidDataset(torch.utils.data.Dataset):
     "Whole labelled images `(img (3,h,w) normalised, mask (h,w) int64)` rescaled to fit `size`"
@@ -480,6 +500,7 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
                         target_split:str='train', # Cityscapes split of the unlabelled target images
                         valid_split:str='val', # Cityscapes split for validation
                         valid_n:int|None=None, # validate on this many evenly spaced images (None: all)
+                        pseudo_margins:tuple|None=None, # margins without pseudo-labels (top, bottom, left, right)
                        )->EMDataLoaders:
     "fastai `DataLoaders` for SYNTHIA → Cityscapes: train `(src_img, tgt_img, src_mask)` crops (`n_inp=2`), valid whole `(img, mask)`"
     src = synthia_items(source)
@@ -493,7 +514,7 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
     if rcs_temperature is not None:
         rcs = rcs_sampler(class_stats(source), rcs_temperature, rcs_min_pixels / (1280 * 760))
     train_ds = NaturalCropDataset(src, tgt, crop, source_size, target_size, bs * iters_per_epoch, seed, scale_range, flip,
-                                  cat_max_ratio, rcs)
+                                  cat_max_ratio, rcs, margins=pseudo_margins)
     kw = dict(num_workers=num_workers, device=device if device is not None else default_device())
     train = NaturalDataLoader(train_ds, n_inp=2, bs=bs, drop_last=True, **kw)
     vdl = NaturalDataLoader(NaturalValidDataset(val, target_size) if val else [], n_inp=1, bs=1, **kw)
@@ -501,7 +522,7 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
 
 # %% ../nbs/11_natural_data.ipynb #03ce9b4d
 def show_seg_results(learn_or_model, # a `Learner` or a model mapping (B,3,H,W) to (B,C,H,W) logits
-                     dl, # a loader of `(img, mask)` batches (a training loader's `(src, tgt, src_mask)` shows the source)
+                     dl, # a loader of `(img, mask)` batches (a training loader's `(src, tgt, src_mask, ...)`: source)
                      n:int=2, # number of images
                      classes:tuple|None=None, # train ids listed in the legend (default: those shown)
                      names:tuple=CITYSCAPES_CLASSES, # class names, indexed by train id
@@ -518,7 +539,7 @@ def show_seg_results(learn_or_model, # a `Learner` or a model mapping (B,3,H,W) 
     try:
         with torch.no_grad():
             for b in dl:
-                x, y = b[0], b[-1]
+                x, y = b[0], b[min(2, len(b) - 1)]   # training batches: the source mask (not the target's region)
                 p = model(x.to(dev)).argmax(1).cpu()
                 imgs += list(denormalize(x.cpu()).permute(0, 2, 3, 1).numpy()); gts += list(y.cpu()); preds += list(p)
                 if len(imgs) >= n: break

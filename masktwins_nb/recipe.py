@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace, asdict
 
 # %% auto #0
-__all__ = ['METHODS', 'WEIGHT_MODES', 'CM_GATES', 'BN_MODES', 'SCHEDULES', 'SYNTHIA2CITYSCAPES', 'SYNTHETIC', 'EM', 'RECIPES',
-           'Recipe']
+__all__ = ['METHODS', 'WEIGHT_MODES', 'CM_GATES', 'BN_MODES', 'SCHEDULES', 'CM_RES', 'SRC_CE', 'SYNTHIA2CITYSCAPES', 'SYNTHETIC',
+           'EM', 'EM3D', 'RECIPES', 'Recipe']
 
 # %% ../nbs/04a_recipe.ipynb #64347fe0
 METHODS = dict(source_only=None, selftrain='none', mic='single', random_pair='random_pair', masktwins='complementary')
@@ -16,6 +16,8 @@ WEIGHT_MODES = ('ratio', 'pixel', 'two_sided')   # pseudo-label weight (see `pl_
 CM_GATES = ('none', 'pl')                        # how the consistency MSE is weighted (see `MaskTwins`)
 BN_MODES = ('ema', 'copy', 'keep', 'batch')      # teacher BatchNorm statistics (see `make_teacher`)
 SCHEDULES = ('one_cycle', 'poly')                # learning-rate schedule (see `fit_iters`, `fit_poly`)
+CM_RES = ('label', 'head')                       # where the consistency MSE is taken (see `target_losses`)
+SRC_CE = ('labelled', 'all')                     # source CE normalisation (see `CrossEntropyAllPixels`)
 
 # %% ../nbs/04a_recipe.ipynb #189f3927
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Recipe:
     ratio:float=0.5 # share of blocks hidden in the first view; the second hides the rest [O]
     cm_weight:float=0.01 # λ_cm, weight of the MSE between the two views' logits [O]
     cm_gate:str='none' # none: λ_cm·MSE [O]; pl: λ_cm·q̄·MSE, scaled by the pseudo-label weight q̄ [N]
+    cm_res:str='label' # consistency MSE at the label size [N], or head: on the head's logits, before upsampling [O]
     threshold:float=0.968 # pseudo-label confidence threshold τ [O]
     weight_mode:str='ratio' # pseudo-label weight: ratio (share of confident pixels) [O], pixel or two_sided [N]
     tgt_weight:float=1.0 # weight of the pseudo-label cross-entropy [O]
@@ -53,13 +56,22 @@ class Recipe:
     rcs_temperature:float=0.01 # natural images: rare-class sampling temperature [O]
     scale_range:tuple=None # natural images: random rescale range of the source before cropping (None: none) [N]
     mix_weight:float=1.0 # natural images: weight of the ClassMix loss [O]
-    ignore_top:int=15 # natural images: pseudo-label rows ignored at the top [O]
-    ignore_bottom:int=120 # natural images: pseudo-label rows ignored at the bottom [O]
+    ignore_top:int=15 # natural images: pseudo-label weight 0 on this many top rows of the image, before cropping [O]
+    ignore_bottom:int=120 # natural images: ... bottom rows (the ego car) [O]
+    ignore_sides:int=15 # natural images: ... columns at the left and at the right [O]
+    tgt_images:int=0 # natural images: target images per batch the target branches use, 0: all [N]; 1 officially [O]
+    src_ce:str='labelled' # natural images: source CE, mean over labelled pixels [N] or all: over all pixels (mmseg) [O]
     amp:bool=False # mixed precision (bf16 on CPU, fp16 on GPU) [N]
+    dims:int=2 # 2: slices and a 2-D U-Net; 3: volumes, a 3-D U-Net and 3-D masks (06a_learner3d) [N]
+    crop_z:int=8 # 3-D: crop depth in voxels (`crop` is its in-plane side) [N]
+    block_z:int=4 # 3-D: mask block depth in voxels (`block_size` is its in-plane side) [N]
+    voxel_z:float=50. # 3-D: voxel size along z (nm) both domains are resampled to; VNC III's section thickness [N]
+    voxel_xy:float=20. # 3-D: in-plane voxel size (nm) both domains are resampled to; about the EM recipe's pixel [N]
 
 # %% ../nbs/04a_recipe.ipynb #e11f3a37
-_WHOLE = ('iters', 'eval_every', 'bs', 'crop', 'downscale', 'block_size', 'width', 'depth', 'n_classes')
-_CHOICES = dict(method=tuple(METHODS), bn=BN_MODES, cm_gate=CM_GATES, weight_mode=WEIGHT_MODES, schedule=SCHEDULES)
+_WHOLE = ('iters', 'eval_every', 'bs', 'crop', 'downscale', 'block_size', 'width', 'depth', 'n_classes', 'crop_z', 'block_z')
+_CHOICES = dict(method=tuple(METHODS), bn=BN_MODES, cm_gate=CM_GATES, weight_mode=WEIGHT_MODES, schedule=SCHEDULES,
+                cm_res=CM_RES, src_ce=SRC_CE)
 
 def _rule(k, v)->str|None:
     "What is wrong with value `v` of field `k` (None: nothing)"
@@ -68,9 +80,12 @@ def _rule(k, v)->str|None:
     if k == 'ratio': return None if all(0 <= r < 1 for r in (v if isinstance(v, (list, tuple)) else [v])) else "must lie in [0, 1)"
     if k in ('alpha', 'pct_start'): return None if 0 <= v < 1 else "must lie in [0, 1)"
     if k == 'threshold': return None if 0 <= v <= 1 else "must lie in [0, 1]"
-    if k in ('lr', 'power', 'head_mult'): return None if v > 0 else "must be > 0"
-    if k == 'tgt_start': return None if float(v).is_integer() and v >= 0 else "must be a whole number >= 0"
-    if k in ('cm_weight', 'tgt_weight', 'wd', 'warmup', 'mix_weight', 'ignore_top', 'ignore_bottom', 'rcs_temperature'):
+    if k == 'dims': return None if v in (2, 3) else "must be 2 (slices) or 3 (volumes)"
+    if k in ('lr', 'power', 'head_mult', 'voxel_z', 'voxel_xy'): return None if v > 0 else "must be > 0"
+    if k in ('tgt_start', 'tgt_images'):
+        return None if float(v).is_integer() and v >= 0 else "must be a whole number >= 0"
+    if k in ('cm_weight', 'tgt_weight', 'wd', 'warmup', 'mix_weight', 'ignore_top', 'ignore_bottom', 'ignore_sides',
+             'rcs_temperature'):
         return None if v >= 0 else "must be >= 0"
     return None
 
@@ -94,8 +109,10 @@ Recipe.asdict = lambda self: {k: list(v) if isinstance(v, tuple) else v for k, v
 Recipe.changed = lambda self, other: {k: getattr(self, k) for k in self.names() if getattr(self, k) != getattr(other, k)}
 
 # %% ../nbs/04a_recipe.ipynb #7882dc87
-SYNTHIA2CITYSCAPES = Recipe(n_classes=19)   # the official recipe (see 14_synthia2cityscapes for what differs at half resolution)
+# the official recipe at DAFormer's half resolution (14_synthia2cityscapes lists what still differs)
+SYNTHIA2CITYSCAPES = Recipe(n_classes=19, block_size=32, tgt_images=1, cm_res='head', src_ce='all')
 SYNTHETIC = Recipe(alpha=0.99, iters=300, eval_every=100, bs=8, crop=64, schedule='one_cycle', lr=2e-3, block_size=16,
                    depth=3)
 EM = SYNTHETIC.replace(iters=600, eval_every=150, crop=96, downscale=4, lr=1e-3, block_size=24, depth=4, threshold=0.9)
-RECIPES = dict(em=EM, synthetic=SYNTHETIC, synthia2cityscapes=SYNTHIA2CITYSCAPES)
+EM3D = EM.replace(dims=3, bs=2, crop=64, crop_z=8, block_size=16, block_z=4, depth=3, downscale=1, iters=800, eval_every=200)
+RECIPES = dict(em=EM, em3d=EM3D, synthetic=SYNTHETIC, synthia2cityscapes=SYNTHIA2CITYSCAPES)

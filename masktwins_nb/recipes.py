@@ -6,13 +6,14 @@
 from __future__ import annotations
 import json, os, sys, time
 from pathlib import Path
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 from fastai.callback.core import Callback
+from fastai.losses import CrossEntropyLossFlat
 from fastai.torch_core import set_seed, default_device
 from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13, CITYSCAPES_CLASSES
 from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
 from .callbacks import MaskTwins
-from .natural_data import natural_dataloaders
+from .natural_data import natural_dataloaders, EMDataLoaders
 from .classmix import ClassMix, ColourAug, adamw, fit_poly
 from .run import prepare_run, check_run_folder, resume_file, check_resume, finish_run, interrupted_message, write_csv
 from .run import atomic_save_json, training_output
@@ -21,7 +22,8 @@ from contextlib import nullcontext
 from .recipe import Recipe, SYNTHIA2CITYSCAPES
 
 # %% auto #0
-__all__ = ['PRESETS', 'preset_config', 'DecayExcept', 'natural_learner', 'preset_job']
+__all__ = ['PRESETS', 'preset_config', 'preset_dataloaders', 'CrossEntropyAllPixels', 'DecayExcept', 'natural_learner',
+           'preset_job']
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #3591ea66
 PRESETS = dict(synthia2cityscapes=SYNTHIA2CITYSCAPES)   # the recipe notebook holds every value and its source
@@ -38,29 +40,62 @@ def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
         sc = lambda v: max(1, int(round(v / downscale)))
         if downscale != 1:
             c = c.replace(crop=sc(c.crop), block_size=sc(c.block_size), ignore_top=int(c.ignore_top / downscale),
-                          ignore_bottom=int(c.ignore_bottom / downscale), source_size=tuple(sc(v) for v in c.source_size),
+                          ignore_bottom=int(c.ignore_bottom / downscale), ignore_sides=int(c.ignore_sides / downscale),
+                          source_size=tuple(sc(v) for v in c.source_size),
                           target_size=tuple(sc(v) for v in c.target_size))
         c = c.replace(downscale=downscale, **overrides).check()
         if c.schedule != 'poly': raise ValueError(f"schedule {c.schedule}: the preset trains with poly (fit_poly)")
         return c
     except ValueError as e: raise InputError(f"preset {preset}: {e}") from None
 
+# %% ../nbs/14_synthia2cityscapes.ipynb #876c0415
+def preset_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
+                       target, # Cityscapes root (leftImg8bit/train used without labels; gtFine/val for validation)
+                       cfg:Recipe|None=None, # from `preset_config` (default: the full preset)
+                       target_test=None, # Cityscapes root or (root, split) to validate on (default: `target`, val)
+                       iters_per_epoch:int|None=None, # batches per epoch (default: `cfg.eval_every`, at most `iters`)
+                       seed:int=0, # seed of the sampler
+                       device=None, # where batches go (default: `default_device()`)
+                       valid_n:int|None=None, # validate on this many images (default all)
+                      )->EMDataLoaders:
+    "`natural_dataloaders` for a preset: its sizes, batch size, rare-class sampling and target pseudo-label margins"
+    cfg = cfg or preset_config()
+    m = (cfg.ignore_top, cfg.ignore_bottom, cfg.ignore_sides, cfg.ignore_sides)
+    n = iters_per_epoch or min(cfg.eval_every, cfg.iters)
+    return natural_dataloaders(source, target, target_test, crop=cfg.crop, source_size=cfg.source_size,
+                               target_size=cfg.target_size, bs=cfg.bs, iters_per_epoch=n, seed=seed, device=device,
+                               rcs_temperature=cfg.rcs_temperature, scale_range=cfg.scale_range, valid_n=valid_n,
+                               pseudo_margins=m if any(m) else None)
+
+# %% ../nbs/14_synthia2cityscapes.ipynb #a2c54603
+class CrossEntropyAllPixels(CrossEntropyLossFlat):
+    "mmseg's cross-entropy of `(B,C,H,W)` logits: the mean over all pixels, ignored ones counting 0 (fastai: labelled)"
+    def __init__(self, ignore_index:int=255): super().__init__(axis=1, ignore_index=ignore_index) # label that counts 0
+    def __call__(self, inp, targ, **kwargs):
+        "The loss of a batch; per-pixel losses when fastai asks for them unreduced (`get_preds(with_loss=True)`)"
+        if self.reduction != 'mean': return super().__call__(inp, targ, **kwargs)
+        return F.cross_entropy(inp.float(), targ.long(), ignore_index=self.func.ignore_index, reduction='none').mean()
+
 # %% ../nbs/14_synthia2cityscapes.ipynb #3782dd14
 class DecayExcept(Callback):
     "Weight decay on every parameter except those of `exempt` module types, in place of fastai's norm-and-bias exemption"
     order = 0 # `before_fit`, after `Learner.fit` has created the optimiser
-    def __init__(self, exempt:tuple=(nn.LayerNorm,)): self.exempt = tuple(exempt) # DAFormer: only the MiT encoder's LayerNorms
+    def __init__(self,
+                 exempt:tuple=(nn.LayerNorm,), # module types without weight decay (DAFormer: the MiT LayerNorms)
+                ): self.exempt = tuple(exempt)
     def before_fit(self):
+        "Set every parameter's `do_wd` flag: False for the parameters of the `exempt` module types"
         skip = {id(p) for m in self.learn.model.modules() if isinstance(m, self.exempt) for p in m.parameters(recurse=False)}
         for p in self.learn.model.parameters(): self.learn.opt.state[p]['do_wd'] = id(p) not in skip
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #20ce8786
-def natural_learner(dls, # from `natural_dataloaders`
+def natural_learner(dls, # from `preset_dataloaders` (the pseudo-label margins come with the data)
                     cfg:Recipe|None=None, # from `preset_config` (default: the full SYNTHIA → Cityscapes preset)
                     model=None, # the student; default `daformer(cfg.n_classes, cfg.variant, pretrained_path=pretrained_path)`
                     pretrained_path=None, # local ImageNet MiT weights for the default model
                     method:str='masktwins', # any of `METHODS` (e.g. 'mic', 'source_only' for ablations)
                     seed:int|None=None, # seed of the mask and mixing generators
+                    batched_views:bool=False, # both masked views in one forward (False: one each, as the official code)
                     cbs=None, # extra callbacks
                     **kwargs, # passed to `masktwins_learner`
                    ):
@@ -70,10 +105,15 @@ def natural_learner(dls, # from `natural_dataloaders`
     if model is None: model = daformer(cfg.n_classes, cfg.variant, pretrained_path=pretrained_path)
     metrics = [MeanIoU(cfg.n_classes, SYNTHIA16), MeanIoU(cfg.n_classes, SYNTHIA13)]
     mix = [] if method == 'source_only' else [ClassMix(mix_weight=cfg.mix_weight, threshold=cfg.threshold,
-                                                      weight_mode=cfg.weight_mode, ignore_top=cfg.ignore_top,
-                                                      ignore_bottom=cfg.ignore_bottom, seed=seed)]
-    learn = masktwins_learner(dls, model, cfg.replace(method=method), in_ch=3, aug=ColourAug(), seed=seed, metrics=metrics, opt_func=adamw(wd=cfg.wd), splitter=daformer_splitter,
+                                                      weight_mode=cfg.weight_mode, seed=seed)]   # margins: the data's
+    learn = masktwins_learner(dls, model, cfg.replace(method=method), in_ch=3, aug=ColourAug(),
+                              batched_views=batched_views, seed=seed, metrics=metrics, opt_func=adamw(wd=cfg.wd),
+                              splitter=daformer_splitter,
                               cbs=mix + [DecayExcept()] + list(cbs or []), **kwargs)
+    learn.split_target.n_target = cfg.tgt_images                       # 1: the official code's one target image
+    for cb in learn.cbs:
+        if isinstance(cb, MaskTwins): cb.cm_res = cfg.cm_res           # 'head': the MSE on the head's stride-4 logits
+    if cfg.src_ce == 'all': learn.loss_func = CrossEntropyAllPixels()  # mmseg's mean over all pixels
     return learn   # `learn.recipe`: `cfg` with this method
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #6b8e2d8f
@@ -110,10 +150,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     dev = torch.device(device) if device else (default_device() if torch.cuda.is_available() else torch.device('cpu'))
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (06_learner)
     set_seed(seed, reproducible=True)
-    eval_every = min(cfg.eval_every, cfg.iters)
-    dls = natural_dataloaders(source, target, target_test, crop=cfg.crop, source_size=cfg.source_size,
-                              target_size=cfg.target_size, bs=cfg.bs, iters_per_epoch=eval_every, seed=seed, device=dev,
-                              rcs_temperature=cfg.rcs_temperature, scale_range=cfg.scale_range, valid_n=valid_n)
+    dls = preset_dataloaders(source, target, cfg, target_test, seed=seed, device=dev, valid_n=valid_n)
     if len(dls.valid) == 0: raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
                                              "or pass target_test)")
     learn = natural_learner(dls, cfg, pretrained_path=pretrained, method=method, seed=seed)

@@ -70,9 +70,9 @@ class MTDistributedTrainer(DistributedTrainer):
     "fastai's Accelerate-based `DistributedTrainer`, ordered before `EMATeacher`, syncing BatchNorm buffers of student and teacher"
     order = TrainEvalCallback.order + 1 # -9: after `TrainEvalCallback` (-10) moved the model, before `EMATeacher` (-4)
     def __init__(self,
-                 sync_bn:bool|None=None, # convert BatchNorm to `SyncBatchNorm`; None: on GPUs only (CPU has no SyncBatchNorm)
+                 sync_bn:bool|None=None, # convert BatchNorm to SyncBatchNorm; None: on GPUs only (CPU has no SyncBatchNorm)
                  broadcast_buffers:bool=True, # broadcast rank 0's BatchNorm buffers (student and teacher) after every step
-                 **kwargs): # passed to `accelerate.Accelerator` (default `cpu=True` when there is no GPU)
+                 **kwargs): # passed to accelerate.Accelerator (default cpu=True when there is no GPU)
         if sync_bn is None: sync_bn = torch.cuda.is_available()
         kwargs.setdefault('cpu', not torch.cuda.is_available())
         self.broadcast_buffers = broadcast_buffers
@@ -89,9 +89,9 @@ class MTDistributedTrainer(DistributedTrainer):
         self.learn.dls.loaders = self.old_dls
 
 @contextmanager
-def distributed_ctx(learn, # a learner from `masktwins_learner`
-                    sync_bn:bool|None=None, # see `MTDistributedTrainer`
-                    **kwargs): # passed to `accelerate.Accelerator`
+def distributed_ctx(learn, # a learner from masktwins_learner
+                    sync_bn:bool|None=None, # see MTDistributedTrainer
+                    **kwargs): # passed to accelerate.Accelerator
     "Data-parallel training inside the block when the script runs in several processes (`accelerate launch`, `torchrun`); else nothing"
     if num_distrib() <= 1: yield learn; return
     cb = MTDistributedTrainer(sync_bn, **kwargs)

@@ -23,7 +23,7 @@ class LabelFreeScores(Callback):
     keys = ('lf_agree', 'lf_entropy', 'lf_fg')
     def __init__(self,
                  n:int=8, # target crops
-                 block_size:int|None=None, # mask block (default: the `MaskTwins` callback's, else a quarter of the crop)
+                 block_size:int|None=None, # mask block (default: the MaskTwins callback's, else a quarter of the crop)
                  seed:int=0, # crops and masks are drawn once from this seed
                 ):
         self.n, self.block_size, self.seed, self.scores, self.crops = n, block_size, seed, {}, None

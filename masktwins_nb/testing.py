@@ -14,7 +14,7 @@ __all__ = ['hand_learner', 'drive', 'Interrupt']
 # %% ../nbs/19_testing.ipynb #7e094add
 def hand_learner(model, # the student
                  cbs, # the callbacks to drive
-                 dls, # `DataLoaders` (train batches `(src, tgt, mask)`)
+                 dls, # DataLoaders (train batches (src, tgt, mask))
                  ignore_index:int=255, # label value the loss ignores
                 )->Learner:
     "A `Learner` without fastai's default callbacks, in training mode, for driving `cbs` by hand"

@@ -20,7 +20,7 @@ __all__ = ['MASK_STRATEGIES', 'dct_matrix', 'dct2', 'idct2', 'bernoulli_mask', '
 def dct_matrix(n:int, # signal length
                dtype=torch.float32, # dtype of the result
                device=None, # device of the result
-              )->Tensor: # (n,n) matrix `D`; row k is the k-th cosine atom, `D @ x` are the DCT coefficients of `x`
+              )->Tensor: # (n,n) matrix D; row k is the k-th cosine atom, D @ x are the DCT coefficients of x
     "Orthonormal DCT-II matrix (`D @ D.T == I`; the inverse transform is `D.T @ c`)"
     k = torch.arange(n, dtype=torch.float64)[:, None]
     j = torch.arange(n, dtype=torch.float64)[None]
@@ -60,14 +60,14 @@ def partition_masks(n:int, # number of independent partitions
                     block:int=1, # block side in pixels (1 = element-wise)
                     generator:torch.Generator|None=None, # random generator
                     dtype=torch.float32, # output dtype
-                   )->Tensor: # (k,n,h,w) masks in {0,1} with `masks.sum(0) == 1`
+                   )->Tensor: # (k,n,h,w) masks in {0,1} with masks.sum(0) == 1
     "Random K-way partition (the training `kway_masks`): each pixel/block is visible in exactly one of the `k` views"
     return kway_masks(n, h, w, k, block, generator, dtype=dtype)[:, :, 0]
 
 # %% ../nbs/00_theory.ipynb #a5c00178
 MASK_STRATEGIES = tuple(m for m in MASK_MODES if m != 'none')   # the view sets compared here
 
-def view_masks(strategy:str, # one of `MASK_STRATEGIES`
+def view_masks(strategy:str, # one of MASK_STRATEGIES
                n:int, h:int, w:int, # number and size of the masks
                ratio:float=0.5, # mask ratio r of the first view
                block:int=1, # block side in pixels (1 = element-wise)
@@ -86,7 +86,7 @@ def sparse_dct_signal(n:int, # number of signals
                       h:int, w:int, # image size
                       k:int, # number of non-zero DCT coefficients (sparsity)
                       generator:torch.Generator|None=None, # random generator
-                     )->tuple: # (S (n,h,w), coefficients (n,h,w)) with `S == idct2(coef)` and unit RMS per pixel
+                     )->tuple: # (S (n,h,w), coefficients (n,h,w)) with S == idct2(coef) and unit RMS per pixel
     "Random images with exactly `k` non-zero 2-D DCT coefficients"
     idx = torch.rand(n, h*w, generator=generator).argsort(-1)[:, :k]
     g = torch.randn(n, k, generator=generator)
@@ -108,7 +108,7 @@ def smooth_field(n:int, # number of fields
                  norm:float=1., # Frobenius norm of every field
                  n_freq:int=3, # spanned by the n_freq x n_freq lowest DCT frequencies
                  generator:torch.Generator|None=None, # random generator
-                )->Tensor: # (n,h,w) smooth fields with `‖E‖_F == norm`
+                )->Tensor: # (n,h,w) smooth fields with ‖E‖_F == norm
     "Random smooth (low-frequency) field: the domain-specific term E"
     a = torch.randn(n, n_freq**2, generator=generator)
     a = a / a.norm(dim=1, keepdim=True) * norm
