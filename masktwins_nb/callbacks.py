@@ -31,8 +31,8 @@ class SplitTarget(Callback):
     "Training batches `xb=(src, tgt)`: keep `xb=(src,)` for fastai's forward and loss, the target image in `xt`"
     order = TrainEvalCallback.order + 5 # -5: after `TrainEvalCallback` (-10), before everything that looks at `xb`
     def __init__(self,
-                 fix_valid:bool=True, # re-split 2-input validation batches without targets into `xb=(img,)`, `yb=(mask,)`
-                 n_target:int=0, # keep only the first `n_target` target images of a training batch (0: all)
+                 fix_valid:bool=True, # re-split 2-input validation batches without targets into xb=(img,), yb=(mask,)
+                 n_target:int=0, # keep only the first n_target target images of a training batch (0: all)
                 ):
         store_attr()
         self.xt = None   # the target image of the current training batch (None otherwise)
@@ -83,9 +83,9 @@ def set_teacher_mode(teacher:nn.Module, # the teacher model
     for p in teacher.parameters(): p.requires_grad_(False)
     return teacher
 
-def make_teacher(student:nn.Module, # the student, possibly wrapped (DDP, DataParallel, `torch.compile`)
-                 bn:str=Recipe.bn, # one of `BN_MODES`
-                )->nn.Module: # an independent deep copy of the unwrapped student, set up by `set_teacher_mode`
+def make_teacher(student:nn.Module, # the student, possibly wrapped (DDP, DataParallel, torch.compile)
+                 bn:str=Recipe.bn, # one of BN_MODES
+                )->nn.Module: # an independent deep copy of the unwrapped student, set up by set_teacher_mode
     "A frozen deep copy of the (unwrapped) student to serve as EMA teacher"
     return set_teacher_mode(deepcopy(unwrap_model(student)), bn)
 
@@ -121,8 +121,8 @@ class EMATeacher(Callback):
     run_valid = False # acts in training only
     def __init__(self,
                  alpha:float=Recipe.alpha, # long-run EMA decay α; α_t = min(1 − 1/(t+1), α)
-                 bn:str=Recipe.bn, # BatchNorm buffers: 'ema', 'copy', 'keep' or 'batch' (see `BN_MODES`)
-                 reset:bool=False, # rebuild the teacher (and its step counter) at every `fit` instead of keeping it
+                 bn:str=Recipe.bn, # BatchNorm buffers: 'ema', 'copy', 'keep' or 'batch' (see BN_MODES)
+                 reset:bool=False, # rebuild the teacher (and its step counter) at every fit instead of keeping it
                 ):
         if bn not in BN_MODES: raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
         store_attr()
@@ -168,7 +168,7 @@ def pl_weight(conf:Tensor, # (B,H,W) teacher confidence (max softmax probability
 
 def pseudo_label(logits:Tensor, # (B,C,H,W) teacher logits
                  threshold:float=Recipe.threshold, # confidence threshold τ
-                 mode:str='ratio', # weight mode, see `pl_weight`
+                 mode:str='ratio', # weight mode, see pl_weight
                 )->tuple: # (pseudo-labels (B,H,W) int64, weight, confidence (B,H,W))
     "Hard pseudo-labels, their weight and confidence from teacher logits (no gradient)"
     conf, pl = logits.detach().float().softmax(1).max(1)
@@ -264,7 +264,7 @@ TERMS = ('src_ce', 'tgt_ce', 'cm_mse', 'pl_weight')
 class LossTerm(Metric):
     "Recorder column: the current epoch's training mean of one loss term (read from `learn.mask_twins.terms`)"
     cb_name = 'mask_twins'   # the loss callback's name on the learner
-    def __init__(self, name:str): # one of `TERMS`
+    def __init__(self, name:str): # one of TERMS
         self._name, self.learn = name, None
     def reset(self):
         "Nothing to reset: the loss callback keeps the sums"
@@ -285,11 +285,11 @@ class TermsCallback(Callback):
     "Base of the loss callbacks (`MaskTwins`, `ClassMix`): a private seeded generator, autocast following `MixedPrecision`, and per-iteration loss terms"
     term_names, seed_offset, run_valid = (), 0, False   # names of the logged terms, generator offset: set by subclasses
     def __init__(self,
-                 seed:int|None=None, # seed of the generator (default: `torch.initial_seed()`, which `set_seed` sets)
+                 seed:int|None=None, # seed of the generator (default: torch.initial_seed(), which set_seed sets)
                  generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
-                 autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
+                 autocast:bool|torch.dtype|None=None, # None: follow the learner's MixedPrecision; False: never; a dtype: always
                  record:bool=True, # add recorder columns for the logged terms
-                 keep_views:int=2, # keep this many samples of the last batch in `views` (0: none)
+                 keep_views:int=2, # keep this many samples of the last batch in views (0: none)
                 ):
         store_attr('seed,autocast,record,keep_views')
         self._gen = generator
@@ -411,14 +411,14 @@ class MaskTwins(TermsCallback):
                  weight_mode:str=Recipe.weight_mode, # pseudo-label weight: 'ratio' (paper), 'pixel' or 'two_sided'
                  tgt_weight:float=Recipe.tgt_weight, # weight of the pseudo-label CE (0 with mode 'none': source-only with extra forwards)
                  tgt_start:int=Recipe.tgt_start, # training iterations before the target branch starts (source loss only until then)
-                 aug:bool|StrongAug=True, # strong augmentation of the target: True (default `StrongAug()`), False, or a callable(x, generator)
+                 aug:bool|StrongAug=True, # strong augmentation of the target: True (default StrongAug()), False, or a callable(x, generator)
                  batched_views:bool=True, # both views in one forward (torch.cat along the batch) instead of one forward each
                  cm_res:str=Recipe.cm_res, # consistency MSE at the label size ('label') or on the head's ('head')
-                 seed:int|None=None, # seed of the mask/augmentation generator (default: `torch.initial_seed()`)
+                 seed:int|None=None, # seed of the mask/augmentation generator (default: torch.initial_seed())
                  generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
-                 autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
-                 record:bool=True, # add `LossTerm` columns for `TERMS` to the learner's metrics
-                 keep_views:int=2, # keep this many samples of the last views etc. in `views` (0: none)
+                 autocast:bool|torch.dtype|None=None, # None: follow the learner's MixedPrecision; False: never; a dtype: always
+                 record:bool=True, # add LossTerm columns for TERMS to the learner's metrics
+                 keep_views:int=2, # keep this many samples of the last views etc. in views (0: none)
                 ):
         if mode not in MASK_MODES: raise ValueError(f"mode must be one of {MASK_MODES}, got {mode!r}")
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
@@ -481,7 +481,7 @@ class MaskTwins(TermsCallback):
                               weight=w.detach().clone() if w.ndim == 0 else w[:n].detach().clone())
 
 # %% ../nbs/05_callbacks.ipynb #4d9bb1e2
-def show_views(learn, # a learner trained with `MaskTwins` (uses `learn.mask_twins.views`)
+def show_views(learn, # a learner trained with MaskTwins (uses learn.mask_twins.views)
                i:int=0, # sample index
                figsize=(9, 1.9), # figure size
                dpi:int=65, # figure resolution

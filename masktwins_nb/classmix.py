@@ -124,18 +124,18 @@ class ClassMix(TermsCallback):
     seed_offset = 0x5EED   # a stream other than MaskTwins' with the same seed
     def __init__(self,
                  mix_weight:float=1.0, # weight of the mixed-image loss
-                 aug:bool|object=True, # strong augmentation of the mixed image: True (`ColourAug()`), False, or a callable(x, generator)
+                 aug:bool|object=True, # strong augmentation of the mixed image: True (ColourAug()), False, or a callable(x, generator)
                  threshold:float=0.968, # pseudo-label confidence threshold τ
                  weight_mode:str='ratio', # pseudo-label weight: 'ratio' (DACS/DAFormer), 'pixel' or 'two_sided'
                  ignore_index:int=255, # label of unlabelled source pixels
                  ignore_top:int=0, # zero the pseudo-label weight of this many top pixel rows (DAFormer Cityscapes: 15)
                  ignore_bottom:int=0, # ... and of this many bottom rows (DAFormer Cityscapes: 120)
-                 reuse_pseudo:bool=True, # use `learn.mask_twins.pseudo` (this batch's) instead of a teacher forward
-                 seed:int|None=None, # seed of the class-choice/augmentation generator (default: `torch.initial_seed()`)
+                 reuse_pseudo:bool=True, # use learn.mask_twins.pseudo (this batch's) instead of a teacher forward
+                 seed:int|None=None, # seed of the class-choice/augmentation generator (default: torch.initial_seed())
                  generator:torch.Generator|None=None, # use this CPU generator instead of seeding one
-                 autocast:bool|torch.dtype|None=None, # None: follow the learner's `MixedPrecision`; False: never; a dtype: always
-                 record:bool=True, # add a `mix_ce` recorder column (`MixTerm`)
-                 keep_views:int=2, # keep this many samples of the last mixed batch in `views` (0: none)
+                 autocast:bool|torch.dtype|None=None, # None: follow the learner's MixedPrecision; False: never; a dtype: always
+                 record:bool=True, # add a mix_ce recorder column (MixTerm)
+                 keep_views:int=2, # keep this many samples of the last mixed batch in views (0: none)
                 ):
         if weight_mode not in WEIGHT_MODES: raise ValueError(f"weight_mode must be one of {WEIGHT_MODES}, got {weight_mode!r}")
         super().__init__(seed, generator, autocast, record, keep_views)
@@ -220,7 +220,7 @@ class ClassMix(TermsCallback):
 
 
 # %% ../nbs/13_classmix.ipynb #31735a0d
-def show_mix(learn, # a learner trained with `ClassMix` (uses `learn.class_mix.views`)
+def show_mix(learn, # a learner trained with ClassMix (uses learn.class_mix.views)
              i:int=0, # sample index
              mean:tuple=IMAGENET_MEAN, # normalisation mean of RGB images (for display)
              std:tuple=IMAGENET_STD, # normalisation std of RGB images
@@ -282,16 +282,16 @@ def poly_warmup(warmup:int=1500, # linear warm-up iterations
     lr = np.asarray(lr, dtype=float) if isinstance(lr, (list, tuple, np.ndarray)) else float(lr)
     return partial(_poly_warmup, warmup=warmup, total=total, power=power, warmup_ratio=warmup_ratio, lr=lr)
 
-def fit_poly(learn, # a learner, e.g. built with `opt_func=adamw()` and a `splitter`
-             iters:int, # total training iterations (a multiple of `len(learn.dls.train)` is used)
+def fit_poly(learn, # a learner, e.g. built with opt_func=adamw() and a splitter
+             iters:int, # total training iterations (a multiple of len(learn.dls.train) is used)
              lr:float=6e-5, # base learning rate (every group but the last)
              head_mult:float=10., # learning-rate multiplier of the last parameter group (the head)
              warmup:int=1500, # warm-up iterations
              power:float=1.0, # poly power
              warmup_ratio:float=1e-6, # lr factor at iteration 0
              cbs=None, # extra callbacks for this fit
-             resume=None, # checkpoint of an interrupted run with the same settings: continue it exactly (see `fit_iters`)
-             **kwargs, # passed to `Learner.fit`
+             resume=None, # checkpoint of an interrupted run with the same settings: continue it exactly (see fit_iters)
+             **kwargs, # passed to Learner.fit
             ):
     "Train for about `iters` iterations with per-group lrs (`head_lrs`), linear warm-up and poly decay (`poly_warmup`)"
     per = len(learn.dls.train)

@@ -162,7 +162,7 @@ def _drop_capture_hooks(mit:nn.Module):
 class MiTEncoder(nn.Module):
     "MiT (SegFormer) encoder from HuggingFace transformers: `(B,3,H,W)` → 4 feature maps at strides 4, 8, 16, 32"
     def __init__(self,
-                 variant:str='mit_b5', # one of `MIT_VARIANTS`
+                 variant:str='mit_b5', # one of MIT_VARIANTS
                  drop_path_rate:float=0.1, # stochastic depth of the last block
                 ):
         super().__init__()
@@ -226,10 +226,10 @@ def _describe(canon:dict):
 
 _CLASSIFIER = ('head.', 'classifier.')
 
-def load_mit_weights(encoder:MiTEncoder, # the encoder to fill (`model.encoder` of a `DAFormer`)
-                     path, # local file: official SegFormer `mit_bX.pth` or HuggingFace `pytorch_model.bin`/`model.safetensors`
+def load_mit_weights(encoder:MiTEncoder, # the encoder to fill (model.encoder of a DAFormer)
+                     path, # local file: official SegFormer mit_bX.pth or HuggingFace pytorch_model.bin/model.safetensors
                      strict:bool=True, # missing encoder tensors are an error (else a warning)
-                    )->dict: # report: `loaded` (count), `missing` and `ignored` (key lists)
+                    )->dict: # report: loaded (count), missing and ignored (key lists)
     "Load ImageNet MiT weights from a local file in the official or the HuggingFace naming into `encoder`"
     sd = _read_state_dict(path, 'pretrained_path')
     canon, ignored = _to_canonical(sd)
@@ -268,7 +268,7 @@ class ConvBNReLU(nn.Sequential):
                  nf:int, # output channels
                  ks:int=1, # kernel size
                  dilation:int=1, # dilation (the padding keeps the size)
-                 groups:int=1, # convolution groups (`ni` for depthwise)
+                 groups:int=1, # convolution groups (ni for depthwise)
                 ):
         conv = nn.Conv2d(ni, nf, ks, padding=dilation*(ks//2), dilation=dilation, groups=groups, bias=False)
         _kaiming(conv)
@@ -340,7 +340,7 @@ class DAFormer(nn.Module):
     "MiT encoder + DAFormer head: `(B,3,H,W)` images → `(B,n_classes,H,W)` logits, for any H, W ≥ `min_size`"
     def __init__(self,
                  n_classes:int=19, # output classes (19 Cityscapes train ids)
-                 variant:str='mit_b5', # MiT encoder, one of `MIT_VARIANTS`
+                 variant:str='mit_b5', # MiT encoder, one of MIT_VARIANTS
                  embed_dim:int=None, # channels of the head (None: 256 as in the paper, 32 for 'tiny')
                  dilations:tuple=(1, 6, 12, 18), # ASPP dilations of the fusion
                  sep:bool=True, # depthwise-separable fusion branches
@@ -369,11 +369,11 @@ class DAFormer(nn.Module):
 # %% ../nbs/12_daformer.ipynb #1e4414c0
 def daformer(n_classes:int=19, # output classes
              variant:str='mit_b5', # 'mit_b0' … 'mit_b5', or 'tiny' for tests
-             weights=None, # local file with a whole trained `DAFormer` (state dict or `save_checkpoint` file)
-             pretrained_path=None, # local file with ImageNet MiT weights (official `mit_bX.pth` or HuggingFace naming)
+             weights=None, # local file with a whole trained DAFormer (state dict or save_checkpoint file)
+             pretrained_path=None, # local file with ImageNet MiT weights (official mit_bX.pth or HuggingFace naming)
              embed_dim:int=None, # head channels (None: 256, the paper's; 32 for 'tiny')
-             strict:bool=True, # fail on missing (or, for `weights`, unexpected) tensors
-             **kwargs, # passed to `DAFormer` (`dilations`, `sep`, `pool`, `dropout`, `drop_path_rate`)
+             strict:bool=True, # fail on missing (or, for weights, unexpected) tensors
+             **kwargs, # passed to DAFormer (dilations, sep, pool, dropout, drop_path_rate)
             )->DAFormer:
     "The DAFormer segmenter (MiT encoder + context-aware fusion head), optionally initialised from local weight files"
     if weights is not None and pretrained_path is not None:
@@ -392,7 +392,7 @@ def daformer(n_classes:int=19, # output classes
     return model
 
 # %% ../nbs/12_daformer.ipynb #019742d5
-def daformer_splitter(model:nn.Module, # a `DAFormer` (possibly wrapped by DDP/DataParallel or `torch.compile`)
+def daformer_splitter(model:nn.Module, # a DAFormer (possibly wrapped by DDP/DataParallel or torch.compile)
                      )->list: # [encoder parameters, head parameters]
     "fastai splitter for `DAFormer`: the encoder and the head as two parameter groups (train the head with 10× the lr)"
     from masktwins_nb.callbacks import unwrap_model

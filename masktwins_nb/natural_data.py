@@ -385,8 +385,8 @@ class NaturalCropDataset(torch.utils.data.Dataset):
     "Random (source crop, target crop, source mask) triples by the recipe; item `(epoch, i)` depends only on `(seed, epoch, i)`"
     epoch_aware = True   # `EMDataLoader` asks for items `(epoch, i)`
     def __init__(self,
-                 source:list, # [(image, label)] source files (`synthia_items`)
-                 target:list, # [(image, _)] target files (`cityscapes_items(..., labels=False)`)
+                 source:list, # [(image, label)] source files (synthia_items)
+                 target:list, # [(image, _)] target files (cityscapes_items(..., labels=False))
                  crop:int=512, # crop side
                  source_size:tuple=(1280, 760), # source rescale bound (long, short)
                  target_size:tuple=(1024, 512), # target rescale bound
@@ -395,7 +395,7 @@ class NaturalCropDataset(torch.utils.data.Dataset):
                  scale_range:tuple|None=None, # random rescale ratio range, e.g. (0.5, 2.0); None: fixed scale
                  flip:bool=True, # random horizontal flips
                  cat_max_ratio:float=0.75, # re-draw source crops (10 tries) in which one class covers more than this
-                 rcs:dict|None=None, # rare-class sampling tables (`rcs_sampler`)
+                 rcs:dict|None=None, # rare-class sampling tables (rcs_sampler)
                  source_reader=read_synthia_label, # label reader of the source
                  margins:tuple|None=None, # target pseudo-label margins (top, bottom, left, right), resized-image pixels
                 ):
@@ -450,7 +450,7 @@ class NaturalCropDataset(torch.utils.data.Dataset):
 class NaturalValidDataset(torch.utils.data.Dataset):
     "Whole labelled images `(img (3,h,w) normalised, mask (h,w) int64)` rescaled to fit `size`"
     def __init__(self,
-                 items:list, # [(image, label)] (`cityscapes_items(root, 'val')`)
+                 items:list, # [(image, label)] (cityscapes_items(root, 'val'))
                  size:tuple=(1024, 512), # rescale bound (long, short)
                  reader=read_cityscapes_label, # label reader
                 ):
@@ -462,10 +462,10 @@ class NaturalValidDataset(torch.utils.data.Dataset):
         return normalize_rgb(x), y.long()
 
 # %% ../nbs/11_natural_data.ipynb #b3f1f918
-def rcs_sampler(stats:dict, # `class_stats(...)`
-                temperature:float=0.01, # `rcs_probs` temperature
+def rcs_sampler(stats:dict, # class_stats(...)
+                temperature:float=0.01, # rcs_probs temperature
                 min_frac:float=3000 / (1280 * 760), # an image 'holds' a class with at least this fraction of its pixels
-               )->dict: # {'classes', 'probs', 'images': {class: [(image index, min_frac or 0)]}} for `NaturalCropDataset`
+               )->dict: # {'classes', 'probs', 'images': {class: [(image index, min_frac or 0)]}} for NaturalCropDataset
     "Rare-class sampling tables: class probabilities and, per class, the images that hold enough of it"
     p = rcs_probs(stats['freq'], temperature)
     images = {}

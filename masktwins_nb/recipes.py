@@ -28,7 +28,7 @@ __all__ = ['PRESETS', 'preset_config', 'preset_dataloaders', 'CrossEntropyAllPix
 # %% ../nbs/14_synthia2cityscapes.ipynb #3591ea66
 PRESETS = dict(synthia2cityscapes=SYNTHIA2CITYSCAPES)   # the recipe notebook holds every value and its source
 
-def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
+def preset_config(preset:str='synthia2cityscapes', # a key of PRESETS
                   downscale:int=1, # divide every size (images, crop, mask blocks, ignored rows) by this
                   **overrides, # recipe fields to replace after scaling (None values are ignored)
                  )->Recipe:
@@ -51,11 +51,11 @@ def preset_config(preset:str='synthia2cityscapes', # a key of `PRESETS`
 # %% ../nbs/14_synthia2cityscapes.ipynb #876c0415
 def preset_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                        target, # Cityscapes root (leftImg8bit/train used without labels; gtFine/val for validation)
-                       cfg:Recipe|None=None, # from `preset_config` (default: the full preset)
-                       target_test=None, # Cityscapes root or (root, split) to validate on (default: `target`, val)
-                       iters_per_epoch:int|None=None, # batches per epoch (default: `cfg.eval_every`, at most `iters`)
+                       cfg:Recipe|None=None, # from preset_config (default: the full preset)
+                       target_test=None, # Cityscapes root or (root, split) to validate on (default: target, val)
+                       iters_per_epoch:int|None=None, # batches per epoch (default: cfg.eval_every, at most iters)
                        seed:int=0, # seed of the sampler
-                       device=None, # where batches go (default: `default_device()`)
+                       device=None, # where batches go (default: default_device())
                        valid_n:int|None=None, # validate on this many images (default all)
                       )->EMDataLoaders:
     "`natural_dataloaders` for a preset: its sizes, batch size, rare-class sampling and target pseudo-label margins"
@@ -89,15 +89,15 @@ class DecayExcept(Callback):
         for p in self.learn.model.parameters(): self.learn.opt.state[p]['do_wd'] = id(p) not in skip
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #20ce8786
-def natural_learner(dls, # from `preset_dataloaders` (the pseudo-label margins come with the data)
-                    cfg:Recipe|None=None, # from `preset_config` (default: the full SYNTHIA → Cityscapes preset)
-                    model=None, # the student; default `daformer(cfg.n_classes, cfg.variant, pretrained_path=pretrained_path)`
+def natural_learner(dls, # from preset_dataloaders (the pseudo-label margins come with the data)
+                    cfg:Recipe|None=None, # from preset_config (default: the full SYNTHIA → Cityscapes preset)
+                    model=None, # the student; default daformer(cfg.n_classes, cfg.variant, pretrained_path=pretrained_path)
                     pretrained_path=None, # local ImageNet MiT weights for the default model
-                    method:str='masktwins', # any of `METHODS` (e.g. 'mic', 'source_only' for ablations)
+                    method:str='masktwins', # any of METHODS (e.g. 'mic', 'source_only' for ablations)
                     seed:int|None=None, # seed of the mask and mixing generators
                     batched_views:bool=False, # both masked views in one forward (False: one each, as the official code)
                     cbs=None, # extra callbacks
-                    **kwargs, # passed to `masktwins_learner`
+                    **kwargs, # passed to masktwins_learner
                    ):
     "A `masktwins_learner` for the SYNTHIA → Cityscapes recipe: DAFormer, ColourAug, ClassMix, AdamW with head lr × 10, mIoU16/13"
     from masktwins_nb.daformer import daformer, daformer_splitter   # needs the `natural` extra (transformers)
