@@ -62,7 +62,7 @@ class Recipe:
     tgt_images:int=0 # natural images: target images per batch the target branches use, 0: all [N]; 1 officially [O]
     src_ce:str='labelled' # natural images: source CE, mean over labelled pixels [N] or all: over all pixels (mmseg) [O]
     amp:bool=False # mixed precision (bf16 on CPU, fp16 on GPU) [N]
-    dims:int=2 # 2: slices and a 2-D U-Net; 3: volumes, a 3-D U-Net and 3-D masks (06a_learner3d) [N]
+    dims:int=2 # 2: slices, 2-D U-Net; 3: volumes, 3-D U-Net, 3-D masks; masktwins_train --dims 3 starts from EM3D [N]
     crop_z:int=8 # 3-D: crop depth in voxels (`crop` is its in-plane side) [N]
     block_z:int=4 # 3-D: mask block depth in voxels (`block_size` is its in-plane side) [N]
     voxel_z:float=50. # 3-D: voxel size along z (nm) both domains are resampled to; VNC III's section thickness [N]
