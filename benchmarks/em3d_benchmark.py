@@ -44,7 +44,7 @@ apply_cpu_env()   # OpenMP threads and wait policy, before torch loads
 from masktwins_nb.recipe import EM, EM3D
 VNC_SPACING, LUCCHI3D_SPACING = (50., 4.6, 4.6), (5., 10., 10.)   # nm, (z, y, x): the data README
 LUCCHI_2D_PIXEL = 5. * EM.downscale   # the 2-D recipe's pixel on Lucchi (5 nm x downscale), nm
-DETECT = dict(iters=400, eval_every=200, radius=80., max_dist=150., nms=80., fg_weight=10.)   # budget, distances (nm), weight
+DETECT = dict(iters=400, eval_every=200, radius=80., max_dist=150., nms=150., fg_weight=10.)   # budget, distances (nm), weight
 FOLDS = {0: (slice(0, 10), slice(10, 20)), 1: (slice(10, 20), slice(0, 10))}   # (train, held-out) sections of VNC III
 SEG_METHODS, DET_METHODS = ('source_only', 'masktwins'), ('source_only', 'masktwins', 'masktwins_lucchi')
 

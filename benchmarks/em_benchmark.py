@@ -96,6 +96,16 @@ def domains(arrs:dict, method:str, subset:int=1)->tuple:
     else: src = EMDomain(arrs['vnc3_img'], arrs['vnc3_mask'], 'vnc3')
     return src, tgt, tst
 
+def parse_set(items)->dict:
+    "`KEY=VALUE` recipe overrides (values read as JSON where they parse, as text otherwise); keys must be recipe fields"
+    out = {}
+    for it in items:
+        k, sep, v = it.partition('=')
+        if not sep or k not in RECIPE: raise SystemExit(f"--set {it!r}: expected KEY=VALUE with KEY one of {sorted(RECIPE)}")
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
+    return out
+
 def run_tag(method, seed, subset=1, **abl)->str:
     a = ''.join(f"_{'r' if k == 'ratio' else 'b'}{v}" for k, v in sorted(abl.items()))
     return f"s{subset}_{method}{a}_seed{seed}"
@@ -177,6 +187,7 @@ def _cmd(j, a):
     if a.data: c += ['--data', str(a.data)]
     if a.iters: c += ['--iters', str(a.iters)]
     if a.device: c += ['--device', a.device]
+    if a.set: c += ['--set', *a.set]
     for k in ('ratio', 'block_size'):
         if k in j: c += [f"--{k.replace('_', '-')}", str(j[k])]
     return c
@@ -210,6 +221,7 @@ def summarize(a):
     import pandas as pd
     from masktwins_nb.selection import LabelFreeScores, spearman
     LABEL_FREE = LabelFreeScores.keys
+    P = getattr(a, 'prefix', 'em')
     runs = [json.loads(p.read_text()) for p in sorted(Path(a.runs).glob('*.json'))]
     if not runs: raise SystemExit(f"no run JSONs in {a.runs}")
     res = Path(a.results); res.mkdir(parents=True, exist_ok=True)
@@ -225,7 +237,7 @@ def summarize(a):
                          **{k: (r.get('curve') or [{}])[-1].get(k) for k in LABEL_FREE},
                          train_seconds=r['train_seconds'], iters=r['iters'], device=r['device']))
     df = pd.DataFrame(rows).sort_values(['subset', 'ablation', 'method', 'seed'])
-    df.to_csv(res/'em_runs.csv', index=False, float_format='%.5f')
+    df.to_csv(res/f'{P}_runs.csv', index=False, float_format='%.5f')
     order = {m: i for i, m in enumerate(QUALITY)}
     summ = []
     for (sub, abl, m), g in df.groupby(['subset', 'ablation', 'method']):
@@ -237,7 +249,7 @@ def summarize(a):
     sd = pd.DataFrame(summ)
     sd['_o'] = sd.method.map(order)
     sd = sd.sort_values(['subset', 'ablation', '_o']).drop(columns='_o')
-    sd.to_csv(res/'em_summary.csv', index=False, float_format='%.5f')
+    sd.to_csv(res/f'{P}_summary.csv', index=False, float_format='%.5f')
     lf = {k: spearman(g[k].values, g.iou.values) for k in LABEL_FREE
           for g in [df[[k, 'iou']].dropna()] if len(g) >= 3}   # over all runs that have the score
     if lf: print('Spearman rho of the final label-free scores with target IoU, all runs: '
@@ -247,15 +259,17 @@ def summarize(a):
     if lf_ck: print(f'... over all {len(pts)} checkpoints (every evaluation of every run): '
                     + ', '.join(f'{k} {v:+.2f}' for k, v in lf_ck.items()))
     pr = paired(df)
-    pr.to_csv(res/'em_paired.csv', index=False, float_format='%.5f')
-    (res/'em_runs.json').write_text(json.dumps(_round(dict(recipe=RECIPE, runs=runs)), indent=None))
-    (res/'em_summary.json').write_text(json.dumps(dict(recipe=RECIPE, table=sd.to_dict('records'), label_free_spearman=lf,
+    pr.to_csv(res/f'{P}_paired.csv', index=False, float_format='%.5f')
+    recipe = next((r['config'] for r in runs if r['method'] == 'source_only' and not r.get('ablation')), runs[0]['config'])
+    recipe = dict(recipe, method='masktwins')   # the protocol these runs share (RECIPE, or RECIPE with --set overrides)
+    (res/f'{P}_runs.json').write_text(json.dumps(_round(dict(recipe=recipe, runs=runs)), indent=None))
+    (res/f'{P}_summary.json').write_text(json.dumps(dict(recipe=recipe, table=sd.to_dict('records'), label_free_spearman=lf,
                                                        label_free_spearman_checkpoints=dict(lf_ck, n=len(pts)),
                                                        paired=pr.to_dict('records')), indent=1))
-    _plots(runs, res, Path(a.runs))
+    _plots(runs, res, Path(a.runs), P)
     print(table_text(sd))
 
-def paired(df, against=('source_only', 'random_pair'))->'pd.DataFrame':
+def paired(df, against=('source_only', 'selftrain', 'random_pair'))->'pd.DataFrame':
     "Per-seed IoU differences of every method against `against` on the same subset and seeds: mean, sd, 95 % t-interval"
     import pandas as pd
     from scipy import stats
@@ -292,7 +306,7 @@ def table_text(sd)->str:
                 f"{k.upper()} {r[k + '_mean']:.3f}±{r[k + '_sd']:.3f}" for k in ('iou', 'f1', 'mcc', 'ap')))
     return '\n'.join(lines)
 
-def _plots(runs, res, rundir):
+def _plots(runs, res, rundir, P='em'):
     import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
     main = [r for r in runs if not r.get('ablation') and r['subset'] == 1]
     # learning curves: test IoU vs iteration, mean over seeds (plotting only; no selection)
@@ -305,7 +319,7 @@ def _plots(runs, res, rundir):
         v = np.array([[c[k] for c in r['curve']] for r in rs if len(r['curve']) == len(it)])
         ax.errorbar(it, v.mean(0), yerr=v.std(0), label=m, capsize=2, lw=1, marker='o', ms=3)
     ax.set_xlabel('iteration'); ax.set_ylabel('test IoU (whole slices)'); ax.legend(fontsize=6); ax.set_title('VNC III → Lucchi, subset 1', fontsize=9)
-    fig.tight_layout(); fig.savefig(res/'em_curves.png', dpi=72); plt.close(fig)
+    fig.tight_layout(); fig.savefig(res/f'{P}_curves.png', dpi=72); plt.close(fig)
     # pseudo-label weight and target loss terms over iterations (seed mean)
     fig, axs = plt.subplots(1, 3, figsize=(9, 2.6), dpi=72)
     for m in QUALITY:
@@ -316,12 +330,12 @@ def _plots(runs, res, rundir):
         for ax, k in zip(axs, ('pl_weight', 'tgt_ce', 'cm_mse')):
             ax.plot(it, np.mean([[t[k] for t in r['terms'][:n]] for r in rs], 0), label=m, lw=1)
     for ax, k in zip(axs, ('pl_weight', 'tgt_ce', 'cm_mse')): ax.set_title(k, fontsize=9); ax.set_xlabel('iteration')
-    axs[0].legend(fontsize=6); fig.tight_layout(); fig.savefig(res/'em_terms.png', dpi=72); plt.close(fig)
+    axs[0].legend(fontsize=6); fig.tight_layout(); fig.savefig(res/f'{P}_terms.png', dpi=72); plt.close(fig)
     # example predictions (seed 0, one test slice)
     ex = [(m, rundir/f's1_{m}_seed0_example.npz') for m in QUALITY]
     ex = [(m, p) for m, p in ex if p.exists()]
     if ex:
-        try: arrs = load_arrays(getattr(_plots, 'data', None), RECIPE['downscale'])   # image + truth panels
+        try: arrs = load_arrays(getattr(_plots, 'data', None), runs[0]['config']['downscale'])   # image + truth panels
         except SystemExit: arrs = None   # no data here: predictions only
         n = len(ex) + (2 if arrs else 0)
         fig, axs = plt.subplots(1, n, figsize=(1.6 * n, 1.5), dpi=60, squeeze=False)
@@ -333,7 +347,7 @@ def _plots(runs, res, rundir):
         for m, p in ex:
             axs[i].imshow(np.load(p)['prob'] >= 128, cmap='magma'); axs[i].set_title(m, fontsize=7); i += 1
         for ax in axs: ax.axis('off')
-        fig.tight_layout(); fig.savefig(res/'em_examples.png', dpi=60); plt.close(fig)
+        fig.tight_layout(); fig.savefig(res/f'{P}_examples.png', dpi=60); plt.close(fig)
 
 # ---------------------------------------------------------------- CLI
 def main(argv=None):
@@ -352,6 +366,8 @@ def main(argv=None):
         q.add_argument('--iters', type=int, default=None, help=f"override the recipe's {RECIPE['iters']} iterations (smoke tests only)")
         q.add_argument('--device', default=None, help='cpu, cuda (default: cuda if available)')
         q.add_argument('--threads', type=int, default=2, help='torch CPU threads per run')
+        q.add_argument('--set', nargs='+', default=None, metavar='KEY=VALUE',
+                       help='recipe overrides for a larger protocol, e.g. crop=256 iters=3000 (kept in each run JSON)')
         if name == 'run':
             q.add_argument('--method', required=True, choices=list(METHODS))
             q.add_argument('--seed', type=int, default=0)
@@ -375,6 +391,7 @@ def main(argv=None):
     s = sp.add_parser('summarize', help='tables (CSV/JSON) and plots from the run JSONs')
     s.add_argument('--runs', default='runs/em'); s.add_argument('--results', default=str(REPO/'benchmarks'/'results'))
     s.add_argument('--data', default=None, help='real root or cache, for the example image/truth panels (optional)')
+    s.add_argument('--prefix', default='em', help='file-name prefix of the tables and plots (e.g. em_gpu for a larger protocol)')
     a = p.parse_args(argv)
     if a.cmd == 'cache':
         arrs = load_arrays(a.data, a.downscale)
@@ -383,6 +400,8 @@ def main(argv=None):
         np.savez_compressed(a.dest, **arrs)
         print(a.dest, {k: v.shape for k, v in arrs.items()}, f"{Path(a.dest).stat().st_size/2**20:.1f} MiB")
     elif a.cmd == 'run':
+        RECIPE['downscale'] = a.downscale   # the data's (arrays come pre-downscaled), recorded with the run
+        if a.set: RECIPE.update(parse_set(a.set))
         if a.iters: RECIPE['iters'] = a.iters; RECIPE['eval_every'] = min(RECIPE['eval_every'], a.iters)
         ov = {k: v for k, v in dict(ratio=a.ratio, block_size=a.block_size).items() if v is not None}
         r = run_one(a.method, a.seed, load_arrays(a.data, a.downscale), Path(a.out), a.subset, a.device, a.threads, a.progress, **ov)
