@@ -29,7 +29,7 @@ KEYS = ('iou', 'f1', 'mcc', 'ap')
 
 def run(name, seed, data, runs, threads, recipe=RECIPE):
     import torch
-    from masktwins_nb.cli import train_job
+    from masktwins_nb.jobs import train_job
     out = Path(runs)/f'{name}_s{seed}'
     if (out/'metrics.json').exists(): return json.loads((out/'metrics.json').read_text())
     torch.set_num_threads(threads)

@@ -78,7 +78,7 @@ def seg3d(method, seed, root, out, iters=None, device='cpu')->dict:
 def seg2d(method, seed, root, out, iters=None, device='cpu')->dict:
     "The 2-D EM recipe, trained as `masktwins_train` does, then scored on the whole lucchi3d test volume"
     import torch
-    from masktwins_nb.cli import train_job, load_model
+    from masktwins_nb.jobs import train_job, load_model
     from masktwins_nb.data import read_stack, read_masks, rescale_stack, normalize
     from masktwins_nb.learner import predict_volume
     from masktwins_nb.metrics import binary_scores

@@ -113,47 +113,35 @@ def run_tag(method, seed, subset=1, **abl)->str:
 # ---------------------------------------------------------------- one run
 def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None, threads:int|None=None,
             progress:bool=False, **overrides)->dict:
+    "Train one (method, seed) as `train_job` does (`em_learner`, `fit_run`) on the arrays; score student and teacher"
     import torch
-    from fastai.torch_core import set_seed
-    from masktwins_nb.data import em_dataloaders
-    from masktwins_nb.models import UNet
-    from masktwins_nb.learner import masktwins_learner, fit_iters, evaluate, predict_volume, tune_cpu_allocator
+    from masktwins_nb.learner import tune_cpu_allocator
+    from masktwins_nb.run import fit_run, run_history
+    from masktwins_nb.jobs import em_learner, score_model
     if threads: torch.set_num_threads(threads)
     lmethod, mo = METHODS[method]
     cfg = dict(RECIPE, **mo, **overrides)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cpu': tune_cpu_allocator()   # as `masktwins_train` does (no effect on the numbers, only on speed)
     src, tgt, tst = domains(arrs, method, subset)
-    set_seed(seed, reproducible=True)
-    dls = em_dataloaders(src, tgt, tst, crop=cfg['crop'], downscale=1, bs=cfg['bs'], iters_per_epoch=cfg['eval_every'],
-                         seed=seed, device=dev)
-    model = UNet(in_ch=1, n_classes=2, depth=cfg['depth'], width=cfg['width'])
     recipe = EM.replace(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in EM.names() and k != 'method'},
                         method=lmethod)
-    learn = masktwins_learner(dls, model, recipe, seed=seed)
-    from masktwins_nb.selection import add_label_free_scores
-    add_label_free_scores(learn)   # label-free scores per evaluation (no effect on training): ranked against IoU in `summarize`
+    learn = em_learner(src, tgt, tst, recipe, seed, dev, downscale=1)   # the arrays come downscaled
     t0 = time.time()
-    if progress: fit_iters(learn, cfg['iters'], cfg['lr'])
-    else:
-        with learn.no_bar(), learn.no_logging(): fit_iters(learn, cfg['iters'], cfg['lr'])
+    fit_run(learn, recipe, progress=progress)   # label-free scores per evaluation: ranked against IoU in `summarize`
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
     secs = time.time() - t0
-    names = list(learn.recorder.metric_names)[1:-1]
-    curve = [dict(iter=(i + 1) * cfg['eval_every'], **{n: (None if v is None else float(v)) for n, v in zip(names, vals)})
-             for i, vals in enumerate(learn.recorder.values)]
+    _, evals = run_history(learn, missing=None)
+    curve = [dict(iter=(i + 1) * cfg['eval_every'], **e) for i, e in enumerate(evals)]
     hist = list(getattr(getattr(learn, 'mask_twins', None), 'history', None) or [])   # none without `MaskTwins`
     losses = [float(l) for l in learn.recorder.losses]
     every = 5
     terms = [dict(h, loss=losses[h['iter']] if h['iter'] < len(losses) else None) for h in hist[::every]] if hist else \
             [dict(iter=i, loss=l) for i, l in enumerate(losses)][::every]
     t1 = time.time()
-    prob = predict_volume(learn.model, tst.images, tile=cfg['tile'], device=dev, progress=False)
-    from masktwins_nb.metrics import binary_scores
-    student = {k: float(v) for k, v in binary_scores(prob, tst.masks).items()}
-    teacher = None
+    student, prob = score_model(learn.model, tst, tile=cfg['tile'], device=dev, keep_prob=True)
     tm = getattr(getattr(learn, 'ema_teacher', None), 'teacher', None)
-    if tm is not None: teacher = evaluate(tm, tst, tile=cfg['tile'], device=dev)
+    teacher = None if tm is None else score_model(tm, tst, tile=cfg['tile'], device=dev)
     eval_secs = time.time() - t1
     tag = run_tag(method, seed, subset, **overrides)
     res = dict(tag=tag, method=method, learner_method=lmethod, seed=seed, subset=subset, ablation=overrides, config=cfg,

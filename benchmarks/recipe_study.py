@@ -47,9 +47,10 @@ def run(name:str, seed:int, cfg:dict, out:Path, threads:int=1)->dict:
     from fastai.torch_core import set_seed
     from masktwins_nb.data import em_dataloaders
     from masktwins_nb.models import UNet
-    from masktwins_nb.learner import masktwins_learner, fit_iters, evaluate, predict_volume, tune_cpu_allocator
+    from masktwins_nb.learner import masktwins_learner, fit_iters, tune_cpu_allocator
     from masktwins_nb.selection import add_label_free_scores
-    from masktwins_nb.metrics import binary_scores
+    from masktwins_nb.run import run_history
+    from masktwins_nb.jobs import score_model
     from em_benchmark import load_arrays, domains
     torch.set_num_threads(threads); tune_cpu_allocator()
     arrs = load_arrays(None, cfg['downscale'])
@@ -64,13 +65,10 @@ def run(name:str, seed:int, cfg:dict, out:Path, threads:int=1)->dict:
     t0 = time.time()
     with learn.no_bar(), learn.no_logging(): fit_iters(learn, cfg['iters'], cfg['lr'], pct_start=cfg['pct_start'])
     secs = time.time() - t0
-    names = list(learn.recorder.metric_names)[1:-1]
-    curve = [dict(iter=(i + 1) * cfg['eval_every'], **{n: (None if v is None else float(v)) for n, v in zip(names, vals)})
-             for i, vals in enumerate(learn.recorder.values)]
-    prob = predict_volume(learn.model, tst.images, tile=cfg['tile'], device=torch.device('cpu'), progress=False)
-    test = {k: float(v) for k, v in binary_scores(prob, tst.masks).items()}
+    curve = [dict(iter=(i + 1) * cfg['eval_every'], **e) for i, e in enumerate(run_history(learn, missing=None)[1])]
+    test = score_model(learn.model, tst, tile=cfg['tile'], device=torch.device('cpu'))
     tm = getattr(getattr(learn, 'ema_teacher', None), 'teacher', None)
-    teacher = evaluate(tm, tst, tile=cfg['tile']) if tm is not None else None
+    teacher = score_model(tm, tst, tile=cfg['tile']) if tm is not None else None
     res = dict(name=name, seed=seed, config=cfg, train_seconds=round(secs, 1), threads=threads, test=test,
                test_teacher=teacher, curve=curve)
     out.mkdir(parents=True, exist_ok=True)

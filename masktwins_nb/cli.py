@@ -4,199 +4,20 @@
 
 # %% ../nbs/07_cli.ipynb #cbbdb208
 from __future__ import annotations
-import os, sys, json, time, inspect, hashlib
-import torch.nn as nn
+import inspect, argparse
 from pathlib import Path
-import numpy as np
-import torch
+from contextlib import contextmanager
 from fastcore.script import call_parse, store_true
-from fastai.torch_core import set_seed, default_device
-from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize, rescale_stack,
-                               InputError, IMG_EXTS, H5_EXTS, check_file)
-from .models import UNet
-from .metrics import binary_scores
-from .learner import (masktwins_learner, fit_iters, atomic_write, predict_volume, SaveEveryEpoch,
-                                  NonFiniteLossError, tune_cpu_allocator)
-from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, check_resume, finish_run,
-                              interrupted_message, write_csv, atomic_save_json, data_identity, check_writable,
-                              training_output)
-from contextlib import nullcontext, contextmanager
-from fastai.torch_core import num_distrib, rank_distrib
-from .reliability import check_inputs, distributed_ctx
-from .selection import add_label_free_scores
-from .classmix import fit_poly
-from .recipe import Recipe, RECIPES, EM, EM3D, SYNTHETIC, METHODS
-import argparse
-from dataclasses import fields
 from fastcore.docments import docments
+from fastai.torch_core import rank_distrib
+from .data import InputError
+from .run import check_run_folder, atomic_save_json, pick_device
+from .jobs import check_options, train_job, preset_job, predict_job, eval_job
+from .recipes import PRESETS
+from .recipe import Recipe, EM, EM3D, SYNTHETIC
 
 # %% auto #0
-__all__ = ['plot_curves', 'check_options', 'train_job', 'terminate_as_exit', 'masktwins_train', 'train_parser', 'load_model',
-           'predict_job', 'eval_job', 'masktwins_predict', 'masktwins_eval']
-
-# %% ../nbs/07_cli.ipynb #60f26cc4
-def _device(device):
-    "The torch device named by `device` (None/'auto': CUDA when available); one `InputError` for a device this machine lacks"
-    if device in (None, '', 'auto'): return default_device() if torch.cuda.is_available() else torch.device('cpu')
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"--device {device}: not a device name (fix: cpu, cuda or cuda:N)") from None
-    if dev.type == 'cuda' and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        raise InputError(f"--device {device}: this machine has {n} CUDA GPU(s) (fix: --device cpu, or leave --device out)")
-    return dev
-
-def _val_scores(model, dl, device):
-    "Foreground scores over all validation slices of `dl` together."
-    model.eval(); probs, ys = [], []
-    with torch.no_grad():
-        for xb, yb in dl:
-            probs.append(model(xb.to(device)).float().softmax(1)[:, 1].flatten().cpu()); ys.append(yb.flatten().cpu())
-    return {k: float(v) for k, v in binary_scores(torch.cat(probs), torch.cat(ys)).items()}
-
-# %% ../nbs/07_cli.ipynb #7ff132e7
-def _history(learn):
-    "Per-iteration loss terms and per-evaluation validation scores of a finished run."
-    rows = list(getattr(getattr(learn, 'mask_twins', None), 'history', None) or [])   # none without `MaskTwins`
-    if not rows: rows = [dict(iter=i + 1, loss=float(l)) for i, l in enumerate(learn.recorder.losses)]
-    names = list(learn.recorder.metric_names)[1:-1]
-    evals = [dict(zip(names, [float(v) if v is not None else float('nan') for v in vals])) for vals in learn.recorder.values]
-    return rows, evals
-
-def plot_curves(rows, evals, iters_per_eval, fname=None, title=''):
-    "Loss terms per iteration (left) and validation scores per evaluation (right)."
-    import matplotlib; import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    keys = [k for k in ('loss', 'src_ce', 'tgt_ce', 'cm_mse', 'pl_weight') if rows and k in rows[0]]
-    it = [r['iter'] for r in rows]
-    for k in keys: a.plot(it, [r[k] for r in rows], label=k, lw=1)
-    a.set_xlabel('iteration'); a.set_yscale('log'); a.legend(fontsize=7); a.set_title(f'{title} training'.strip(), fontsize=9)
-    for k in ('iou', 'f1', 'mcc', 'ap'):
-        if evals and k in evals[0]: b.plot([(i + 1) * iters_per_eval for i in range(len(evals))], [e[k] for e in evals], 'o-', label=k, ms=3)
-    b.set_xlabel('iteration'); b.set_ylim(0, 1); b.legend(fontsize=7); b.set_title('target validation', fontsize=9)
-    plt.tight_layout()
-    if fname is not None: fig.savefig(fname, dpi=72); plt.close(fig)
-    return fig
-
-# %% ../nbs/07_cli.ipynb #3b25f646
-def _distributed(flag=None)->tuple: # (world size, rank)
-    "World size and rank of a `torchrun` / `accelerate launch` (Accelerate joins the process group when training starts)"
-    world = num_distrib()
-    if flag and world < 2: raise InputError("distributed training needs several processes (fix: launch with "
-                                           "`accelerate launch --multi_gpu --num_processes N $(which masktwins_train) ...` "
-                                           "or `torchrun --nproc_per_node N $(which masktwins_train) ...`)")
-    if world < 2 or flag is False: return 1, 0
-    return world, rank_distrib()
-
-def _local_device():
-    return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
-
-# %% ../nbs/07_cli.ipynb #e0bf5171
-def check_options(recipe:Recipe=EM, # the recipe to change
-                  **opts, # fields to change (None: keep the recipe's value)
-                 )->Recipe:
-    "`recipe` with `opts`, or one `InputError` naming the first option out of range (before any data is read)"
-    try: return recipe.replace(**opts).check()
-    except ValueError as e: raise InputError(str(e) if str(e).startswith('unknown') else f"--{e}") from None
-
-# %% ../nbs/07_cli.ipynb #f6a761a9
-def _arch(sd:dict)->str:
-    "Width, depth and classes of a U-Net state dict, for messages"
-    enc = [k for k in sd if k.endswith('.weight') and sd[k].ndim == 4]
-    w = sd[enc[0]].shape[0] if enc else '?'
-    head = sd[enc[-1]].shape[0] if enc else '?'
-    return f"width {w}, {len(enc)} conv layers, {head} classes"
-
-def _file_id(fname)->dict:
-    "A file's name and BLAKE2 digest: identifies a start checkpoint by content (a moved copy still resumes)"
-    return dict(name=Path(fname).name, blake2=hashlib.blake2b(Path(fname).read_bytes(), digest_size=16).hexdigest())
-
-def _start_weights(fname, model:nn.Module)->dict:
-    "The student weights of checkpoint `fname`, checked against `model`; one `InputError` if they do not fit"
-    sd = read_checkpoint(fname).get('model')
-    if sd is None: raise InputError(f"{fname}: no model weights (fix: pass a model.pth written by masktwins_train)")
-    try: model.load_state_dict(sd)
-    except RuntimeError:
-        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit this run's model ({_arch(model.state_dict())}) "
-                         "(fix: the same --width and --depth as the run that wrote it)") from None
-    return sd
-
-# %% ../nbs/07_cli.ipynb #032a562d
-def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
-              target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
-              target_test:str=None, # labelled target test data (default: the test split of target)
-              recipe:Recipe=None, # the settings (default: EM with data, SYNTHETIC without)
-              seed:int=0, # random seed
-              device:str=None, # 'cpu', 'cuda', 'cuda:1' ... (default: cuda if available)
-              out:str='masktwins_run', # output folder
-              progress:bool=True, # progress bars
-              resume=False, # True: continue out/model.interrupted.pth (else out/model.pth) if there is one; or a checkpoint path
-              overwrite:bool=False, # replace an earlier run in out (its own files only; nothing else in out is touched)
-              cbs=None, # extra fastai callbacks
-              distributed:bool=None, # data-parallel over the processes of a torchrun/accelerate launch; None: when WORLD_SIZE > 1
-              source_masks:str=None, # masks of source when it is a volume file or a folder of slices
-              target_test_masks:str=None, # masks of target_test when it is a volume file or a folder of slices
-              init:str=None, # a checkpoint to start from (its student starts student and teacher): a source-pretrained start
-              **overrides, # recipe fields to change: method='mic', iters=500, ... (None values are ignored)
-             )->dict:
-    "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Everything is checked first."
-    if (source is None) != (target is None): raise InputError("Give both --source and --target, or neither (synthetic default)")
-    r = check_options(recipe or (SYNTHETIC if source is None else EM), **overrides)
-    world, rank = _distributed(distributed)
-    main = rank == 0   # only the first process writes to `out`
-    dev = _device(device) if world == 1 or device is not None else _local_device()
-    out = Path(out)
-    if main: check_run_folder(out, resume, overwrite)
-    if init is not None:   # checked before any data is read or anything written
-        check_file(init); init_sd = _start_weights(init, UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width))
-    if source is None: src, tgt, tst = synthetic_em_pair(seed=seed)
-    else:
-        src = load_domain(source, split='train', mask_path=source_masks)
-        tgt = load_domain(target, split='train', labels=False)
-        tst = load_domain(target_test or target, split='test', mask_path=target_test_masks)
-        check_inputs(src, tgt, tst, crop=r.crop, downscale=r.downscale,
-                     paths=dict(source=source, target=target, target_test=target_test or target))
-    meta = dict(model=dict(name='UNet', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width), downscale=r.downscale,
-                method=r.method, seed=seed, recipe=r.asdict(), data=data_identity(source=src, target=tgt, target_test=tst),
-                init=None if init is None else _file_id(init))
-    ck = resume_file(out, resume)
-    if ck is not None: check_resume(ck, meta)
-    if main: prepare_run(out, resume, overwrite)   # the first write: the folder, stale temporaries gone, an old run replaced
-    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 06_learner)
-    set_seed(seed, reproducible=True)
-    eval_every = min(r.eval_every, r.iters)
-    # several processes share each epoch's crops (`RankDL`): N x the batches, so every rank does `eval_every` steps per epoch
-    dls = em_dataloaders(src, tgt, tst, crop=r.crop, downscale=r.downscale, bs=r.bs, iters_per_epoch=eval_every * world,
-                         seed=seed, device=dev)
-    model = UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width)
-    if init is not None: model.load_state_dict(init_sd)
-    learn = masktwins_learner(dls, model, r, seed=seed,
-                              cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
-    add_label_free_scores(learn)   # lf_agree, lf_entropy, lf_fg per evaluation: no labels, no effect on training
-    t0 = time.time()
-    try:
-        with distributed_ctx(learn) if world > 1 else nullcontext(), training_output(learn, progress):
-            if r.schedule == 'poly':   # linear warm-up, then polynomial decay (DAFormer/MIC); one parameter group here
-                fit_poly(learn, r.iters * world, r.lr, head_mult=1., warmup=r.warmup, power=r.power, resume=ck)
-            else: fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=ck)   # `iters` steps per rank
-    except BaseException as e:
-        msg = interrupted_message(out, e) if main else None
-        if isinstance(e, NonFiniteLossError):
-            raise NonFiniteLossError(str(e).replace(' (fix:', '; once fixed, continue it with resume=True / --resume (fix:', 1)
-                                     if msg else str(e)) from None
-        if msg: print(msg, file=sys.stderr)
-        raise
-    secs = time.time() - t0
-    scores = _val_scores(learn.model, dls.valid, dev)
-    rows, evals = _history(learn)
-    res = dict(method=r.method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
-               resumed_from=None if ck is None else str(ck), config=dict(r.asdict(), seed=seed, device=str(dev), world_size=world,
-               source=str(source or 'synthetic'), target=str(target or 'synthetic')), evaluations=evals)
-    if main:   # results first, the rename last: a folder with model.pth holds a finished run
-        atomic_save_json(res, out/'metrics.json')
-        write_csv(rows, out/'history.csv')
-        atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, eval_every, f, title=r.method))
-        finish_run(out)
-    return res
+__all__ = ['terminate_as_exit', 'masktwins_train', 'train_parser', 'masktwins_predict', 'masktwins_eval']
 
 # %% ../nbs/07_cli.ipynb #e7dfda67
 @contextmanager
@@ -222,7 +43,6 @@ def _preset_main(preset, source, target, target_test, out, seed, device, quiet, 
                  **fields):
     "`masktwins_train --preset ...`: train a natural-image preset (see the 14_synthia2cityscapes notebook) and print mIoU16/13"
     if source is None or target is None: raise InputError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
-    from masktwins_nb.recipes import preset_job, PRESETS
     if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     r = preset_job(source, target, preset, target_test=target_test, out=out, pretrained=pretrained, seed=seed, device=device,
                    progress=not quiet, resume=resume, overwrite=overwrite, **{k: v for k, v in fields.items() if v is not None})
@@ -258,7 +78,7 @@ def masktwins_train(
     base = SYNTHETIC if source is None and target is None else EM
     if fields.get('dims') == 3: base = EM3D   # volumes: the 3-D recipe's defaults (06a_learner3d)
     r = check_options(base, **fields)   # before anything is printed or read
-    if rank_distrib() == 0: _device(device)
+    if rank_distrib() == 0: pick_device(device)
     m = r.method
     methods = [m]
     if source is None and target is None: methods = list(dict.fromkeys(['source_only', m]))
@@ -308,106 +128,6 @@ def train_parser()->argparse.ArgumentParser:
     _add_options(g, docments(Recipe, full=True),
                  lambda k: f"{getattr(EM, k)} / {getattr(SYNTHETIC, k)}" if getattr(EM, k) != getattr(SYNTHETIC, k) else getattr(EM, k))
     return p
-
-# %% ../nbs/07_cli.ipynb #7fa636a6
-def load_model(fname, # checkpoint written by train_job / save_checkpoint
-               use:str='student', # 'student' or 'teacher' weights
-               device=None, # where to put the model
-              )->tuple: # (model, meta)
-    "Rebuild the model described in a checkpoint and load its weights."
-    ck = read_checkpoint(fname)
-    meta = ck.get('meta', {}); cfg = dict(meta.get('model', {}))
-    if cfg.pop('name', 'UNet') != 'UNet': raise InputError(f"{fname}: only UNet checkpoints can be rebuilt from their description")
-    model = UNet(**cfg)
-    sd = ck['teacher'] if use == 'teacher' else ck['model']
-    if sd is None: raise InputError(f"{fname} has no {use} weights (source-only runs have no teacher); use the student")
-    try: model.load_state_dict(sd)
-    except RuntimeError:
-        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit the model it describes ({_arch(model.state_dict())}) "
-                         "(fix: pass an unmodified checkpoint written by masktwins_train)") from None
-    return model.to(_device(device)).eval(), meta
-
-def _out_name(input)->str:
-    "Output stem for `input`: the whole file name without its extension, plus the HDF5 dataset if one is named"
-    s = str(input).rstrip('/')
-    for e in H5_EXTS:   # 'f.h5/key': the file's stem and the dataset
-        i = s.lower().find(e + '/')
-        if i >= 0: return Path(s[:i]).name + '_' + s[i + len(e) + 1:].replace('/', '_')
-    p = Path(s)
-    return p.stem if p.suffix.lower() in IMG_EXTS + H5_EXTS else p.name
-
-def predict_job(checkpoint:str, # checkpoint (model.pth)
-                input:str, # TIFF/PNG stack, folder of slices or HDF5 file
-                out:str='predictions', # output folder
-                tile:int=256, # tile size (pixels, after downscaling)
-                overlap:float=0.25, # tile overlap
-                thr:float=0.5, # threshold for the mask
-                use:str='student', # student or teacher weights
-                device:str=None, # cpu, cuda, ...
-                progress:bool=True,
-                overwrite:bool=False, # replace existing <name>_prob.tif / <name>_mask.tif
-                spacing:str=None, # 3-D checkpoints: voxel size of input, z,y,x in nm, where its file does not record it
-               )->dict: # paths written
-    "Predict a stack with a trained checkpoint; write probability and mask TIFFs (never over existing ones unless `overwrite`)."
-    if ((read_checkpoint(checkpoint).get('meta') or {}).get('model') or {}).get('name') == 'UNet3d':   # volumes (07a_cli3d)
-        from masktwins_nb.cli3d import predict_job3d
-        return predict_job3d(checkpoint, input, out, tile=tile, overlap=overlap, thr=thr, use=use, device=device,
-                             overwrite=overwrite, spacing=spacing)
-    import tifffile
-    if not (float(tile).is_integer() and tile >= 16): raise InputError(f"--tile {tile}: must be a whole number >= 16")
-    if not 0 <= overlap < 1: raise InputError(f"--overlap {overlap}: must lie in [0, 1)")
-    if not 0 <= thr <= 1: raise InputError(f"--thr {thr}: must lie in [0, 1]")
-    out = Path(out); stem = _out_name(input)
-    paths = dict(prob=out/f'{stem}_prob.tif', mask=out/f'{stem}_mask.tif')
-    check_writable(out, '--out')
-    have = [str(p) for p in paths.values() if p.exists()]
-    if have and not overwrite: raise InputError(f"{have[0]} exists (fix: --overwrite to replace it, or another --out)")
-    model, meta = load_model(checkpoint, use=use, device=device)
-    vol = read_stack(input)   # refuses NaN/inf pixels, naming the slice
-    n, h, w = vol.shape
-    f = meta.get('downscale', 1) or 1
-    x = normalize(rescale_stack(vol, f, 'area') if f != 1 else vol.astype(np.float32))
-    prob = predict_volume(model, x, tile=tile, overlap=overlap, progress=progress)
-    if prob.shape[1:] != (h, w):
-        prob = torch.nn.functional.interpolate(torch.from_numpy(prob)[:, None], size=(h, w), mode='bilinear', align_corners=False)[:, 0].numpy()
-    for k, a in (('prob', prob.astype(np.float32)), ('mask', ((prob >= thr) * 255).astype(np.uint8))):
-        atomic_write(paths[k], lambda f: tifffile.imwrite(f, a, compression='zlib', photometric='minisblack'))
-    return paths
-
-# %% ../nbs/07_cli.ipynb #48bf57ed
-def _as_probability(p:np.ndarray, name, scale:float|None=None)->np.ndarray:
-    "Probabilities in [0, 1] from a prediction stack: bool / 0-1 / uint8 0-255 by dtype, floats as they are; anything else refused"
-    if scale is not None:
-        if not scale > 0: raise InputError(f"--scale {scale}: must be > 0")
-        p = p.astype(np.float32) / scale
-    elif p.dtype == bool: p = p.astype(np.float32)
-    elif p.dtype.kind in 'ui':
-        hi = int(p.max())
-        if hi > 255:
-            raise InputError(f"{name}: integer values up to {hi} (fix: pass --scale, e.g. {np.iinfo(p.dtype).max} or 100)")
-        p = p.astype(np.float32) / (255. if hi > 1 else 1.)
-    else: p = p.astype(np.float32)
-    bad = int((~np.isfinite(p)).sum())
-    if bad: raise InputError(f"{name}: {bad} non-finite values (NaN/inf) (fix: a probability map has none; check the file)")
-    lo, hi = float(p.min()), float(p.max())
-    if lo < 0 or hi > 1:
-        raise InputError(f"{name}: values in [{lo:.6g}, {hi:.6g}], outside [0, 1] (fix: pass probabilities, or --scale S "
-                         "to divide by S, e.g. 100 for percentages; logits need a sigmoid/softmax first)")
-    return p
-
-def eval_job(pred:str, # predicted probability (float, 0..1) or mask (0/1, 0/255) stack
-             truth:str, # ground-truth mask stack
-             thr:float=0.5, # threshold on the probability
-             out:str=None, # JSON file to write the metrics to
-             scale:float=None, # divide the prediction by this first (e.g. 100 for a percent map)
-            )->dict:
-    "Foreground IoU, F1, MCC and AP of a prediction stack against the truth."
-    p = _as_probability(read_stack(pred), pred, scale)
-    t = read_masks(truth)
-    if p.shape != t.shape: raise InputError(f"prediction {pred} has shape {p.shape} but truth {truth} has {t.shape}")
-    res = {k: float(v) for k, v in binary_scores(p, t, thr=thr).items()}
-    if out: atomic_save_json(res, out)
-    return res
 
 # %% ../nbs/07_cli.ipynb #47a6fb8b
 @call_parse

@@ -4,23 +4,23 @@
 
 # %% ../nbs/07a_cli3d.ipynb #aaff264e
 from __future__ import annotations
-import sys, time
 from pathlib import Path
 import numpy as np
 import torch
 import tifffile
-from fastai.torch_core import set_seed, default_device
-from .data import InputError, check_file, H5_EXTS
+from fastai.torch_core import set_seed
+from .data import InputError, check_file
 from .recipe import Recipe, EM3D
 from .models3d import UNet3d
-from .learner3d import load_volume, volume_dataloaders, masktwins_learner3d, evaluate3d, volume_probability
-from .learner import fit_iters, SaveEveryEpoch, NonFiniteLossError, tune_cpu_allocator, atomic_write
-from .classmix import fit_poly
-from .run import (read_checkpoint, check_run_folder, prepare_run, resume_file, check_resume, finish_run,
-                              interrupted_message, write_csv, atomic_save_json, data_identity, check_writable, training_output)
+from .learner3d import (load_volume, volume_dataloaders, masktwins_learner3d, evaluate3d,
+                                    volume_probability, synthetic_volume)
+from .learner import SaveEveryEpoch, tune_cpu_allocator
+from .run import (read_checkpoint, check_run_folder, data_identity, start_run, fit_run, run_history,
+                              finish_run, write_csv, atomic_save_json, pick_device, checkpoint_weights, prediction_paths,
+                              write_prediction)
 
 # %% auto #0
-__all__ = ['recipe3d', 'pick_device', 'run_history', 'train_job3d', 'write_volume_fixture', 'load_model3d', 'predict_job3d']
+__all__ = ['recipe3d', 'train_job3d', 'write_volume_fixture', 'load_model3d', 'predict_job3d']
 
 # %% ../nbs/07a_cli3d.ipynb #c9d0678b
 def recipe3d(recipe:Recipe=EM3D, # the recipe to change
@@ -29,24 +29,6 @@ def recipe3d(recipe:Recipe=EM3D, # the recipe to change
     "`recipe` with `opts` and `dims=3`, or one `InputError` naming the first option out of range"
     try: return recipe.replace(**opts).replace(dims=3).check()
     except ValueError as e: raise InputError(str(e) if str(e).startswith('unknown') else f"--{e}") from None
-
-def pick_device(device=None)->torch.device:
-    "The torch device named by `device` (None/'auto': CUDA when available); an `InputError` for one this machine lacks"
-    if device in (None, '', 'auto'): return default_device() if torch.cuda.is_available() else torch.device('cpu')
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise InputError(f"--device {device}: not a device name (fix: cpu, cuda or cuda:N)") from None
-    if dev.type == 'cuda' and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise InputError(f"--device {device}: no such CUDA GPU here (fix: --device cpu, or leave --device out)")
-    return dev
-
-# %% ../nbs/07a_cli3d.ipynb #caf3a6a2
-def run_history(learn)->tuple: # (per-iteration rows, per-evaluation dicts)
-    "Per-iteration loss terms and per-evaluation validation scores of a finished fit"
-    rows = list(getattr(getattr(learn, 'mask_twins', None), 'history', None) or [])
-    if not rows: rows = [dict(iter=i + 1, loss=float(l)) for i, l in enumerate(learn.recorder.losses)]
-    names = list(learn.recorder.metric_names)[1:-1]
-    evals = [dict(zip(names, [float(v) if v is not None else float('nan') for v in vals])) for vals in learn.recorder.values]
-    return rows, evals
 
 # %% ../nbs/07a_cli3d.ipynb #abd5f185
 def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, images/+masks/ folder, or a volume file
@@ -91,9 +73,7 @@ def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, im
     src, tgt, tst = (v.resample(voxel) for v in (src_n, tgt_n, tst_n))
     meta = dict(model=arch, voxel=list(voxel), method=r.method, seed=seed, recipe=r.asdict(),
                 data=data_identity(source=src, target=tgt, target_test=tst), init=None if init is None else Path(init).name)
-    ck = resume_file(out, resume)
-    if ck is not None: check_resume(ck, meta)
-    prepare_run(out, resume, overwrite)
+    ck = start_run(out, meta, resume, overwrite)
     if dev.type == 'cpu': tune_cpu_allocator()
     set_seed(seed, reproducible=True)
     eval_every = min(r.eval_every, r.iters)
@@ -103,16 +83,7 @@ def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, im
     if init is not None: model.load_state_dict(init_sd)
     save = SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)
     learn = masktwins_learner3d(dls, r, model, seed=seed, cbs=[save] + list(cbs or []))
-    t0 = time.time()
-    try:
-        with training_output(learn, progress):
-            if r.schedule == 'poly': fit_poly(learn, r.iters, r.lr, head_mult=1., warmup=r.warmup, power=r.power, resume=ck)
-            else: fit_iters(learn, r.iters, r.lr, pct_start=r.pct_start, resume=ck)
-    except BaseException as e:
-        msg = interrupted_message(out, e)
-        if msg: print(msg, file=sys.stderr)
-        raise
-    secs = time.time() - t0
+    secs = fit_run(learn, r, out, ck, progress)
     scores = evaluate3d(learn.model, tst, tst_n, tile=tile)
     rows, evals = run_history(learn)
     res = dict(method=r.method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
@@ -128,7 +99,7 @@ def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, im
 
 # %% ../nbs/07a_cli3d.ipynb #9f407d20
 def write_volume_fixture(folder, # where to write
-                         shape:tuple=(8, 48, 48), # volume shape at `spacing`
+                         shape:tuple=(8, 48, 48), # volume shape (voxels)
                          seed:int=0, # random seed
                         )->tuple: # (source folder, target folder)
     "Toy data on disk: source/raw + source/mitochondria PNG slices (no voxel size), target/ in the Lucchi layout (ImageJ TIFFs)"
@@ -149,26 +120,16 @@ def write_volume_fixture(folder, # where to write
     return src, tgt
 
 # %% ../nbs/07a_cli3d.ipynb #e79be1ad
-def load_model3d(fname, # a 3-D checkpoint written by `train_job3d`
+def load_model3d(fname, # a 3-D checkpoint written by train_job3d
                  use:str='student', # 'student' or 'teacher' weights
                  device=None, # where to put the model
                 )->tuple: # (model, meta)
     "Rebuild the 3-D U-Net a checkpoint describes and load its weights"
-    ck = read_checkpoint(fname); meta = ck.get('meta') or {}; cfg = dict(meta.get('model') or {})
+    sd, meta, cfg = checkpoint_weights(fname, use)
     if cfg.pop('name', None) != 'UNet3d':
         raise InputError(f"{fname}: not a 3-D checkpoint (fix: predict_job reads 2-D ones)")
-    sd = ck['teacher'] if use == 'teacher' else ck['model']
-    if sd is None: raise InputError(f"{fname} has no {use} weights (source-only runs have no teacher); use the student")
     model = UNet3d(**cfg); model.load_state_dict(sd)
     return model.to(pick_device(device)).eval(), meta
-
-def _stem(input)->str:
-    s = str(input).rstrip('/')
-    for e in H5_EXTS:
-        i = s.lower().find(e + '/')
-        if i >= 0: return Path(s[:i]).name + '_' + s[i + len(e) + 1:].replace('/', '_')
-    p = Path(s)
-    return p.stem if p.is_file() or p.suffix else p.name
 
 def predict_job3d(checkpoint:str, # 3-D checkpoint (model.pth)
                   input:str, # volume: multi-page TIFF, folder of slices or HDF5 ('f.h5/key')
@@ -183,19 +144,10 @@ def predict_job3d(checkpoint:str, # 3-D checkpoint (model.pth)
                   tile_z:int=32, # tile depth (voxels)
                  )->dict: # paths written
     "Predict a volume with a 3-D checkpoint; write probability and mask TIFFs with the input's voxel size"
-    if not (float(tile).is_integer() and tile >= 16): raise InputError(f"--tile {tile}: must be a whole number >= 16")
-    if not 0 <= overlap < 1: raise InputError(f"--overlap {overlap}: must lie in [0, 1)")
-    if not 0 <= thr <= 1: raise InputError(f"--thr {thr}: must lie in [0, 1]")
-    out, stem = Path(out), _stem(input)
-    paths = dict(prob=out/f'{stem}_prob.tif', mask=out/f'{stem}_mask.tif')
-    check_writable(out, '--out')
-    have = [str(p) for p in paths.values() if p.exists()]
-    if have and not overwrite: raise InputError(f"{have[0]} exists (fix: --overwrite to replace it, or another --out)")
+    paths = prediction_paths(input, out, tile, overlap, thr, overwrite)
     model, meta = load_model3d(checkpoint, use, device)
     vol = load_volume(input, spacing=spacing, labels=False)
     prob = volume_probability(model, vol.resample(tuple(meta['voxel'])), vol.shape, (tile_z, tile, tile), overlap)
     z, y, x = vol.spacing
-    kw = dict(imagej=True, resolution=(1 / y, 1 / x), metadata={'spacing': z, 'unit': 'nm', 'axes': 'ZYX'})
-    for k, a in (('prob', prob.astype(np.float32)), ('mask', ((prob >= thr) * 255).astype(np.uint8))):
-        atomic_write(paths[k], lambda f: tifffile.imwrite(f, a, **kw))
-    return paths
+    return write_prediction(paths, prob, thr, imagej=True, resolution=(1 / y, 1 / x),
+                            metadata={'spacing': z, 'unit': 'nm', 'axes': 'ZYX'})

@@ -40,7 +40,7 @@ def _check_variant(variant):
     if variant not in MIT_VARIANTS:
         raise ValueError(f"Unknown MiT variant {variant!r}: expected one of {tuple(MIT_VARIANTS)}.")
 
-def mit_config(variant:str='mit_b5', # one of `MIT_VARIANTS`
+def mit_config(variant:str='mit_b5', # one of MIT_VARIANTS
                drop_path_rate:float=0.1, # stochastic-depth rate of the last block (linear from 0)
               ):
     "A HuggingFace `SegformerConfig` for MiT `variant` (built locally, never fetched)"
@@ -121,7 +121,7 @@ def _to_canonical(sd:dict):
             canon[cid], src[cid] = x, k
     return canon, ignored
 
-def convert_mit_state_dict(sd:dict, # MiT encoder tensors in any naming of `MIT_LAYOUTS` (prefixes allowed)
+def convert_mit_state_dict(sd:dict, # MiT encoder tensors in any naming of MIT_LAYOUTS (prefixes allowed)
                            to:str='hf', # target naming: 'official', 'hf_legacy' or 'hf'
                           )->dict: # the MiT tensors renamed (other keys are dropped)
     "Rename MiT encoder weights between the official SegFormer and the HuggingFace namings (splitting/merging `attn.kv`)"

@@ -770,7 +770,7 @@ class EMDataLoader(DataLoader):
         return super().get_idxs()
     @contextmanager
     def iterating(self):
-        "While active, `EMDataLoaders.n_inp` is this loader's; a pass that ends normally moves to the next crop epoch"
+        "While active, `EMDataLoaders` gives this loader's `n_inp`; a pass ending normally moves to the next crop epoch"
         _ACTIVE.append(self)
         try:
             yield

@@ -50,7 +50,7 @@ def sphere_target(points, # (N, ndim) point coordinates (pixels/voxels)
                   shape:tuple, # target shape (H, W) or (D, H, W)
                   radius:float, # ball radius in physical units
                   spacing:tuple|None=None, # voxel size per axis (default 1)
-                 )->np.ndarray: # uint8 {0, 1}: 1 within `radius` of a point
+                 )->np.ndarray: # uint8 {0, 1}: 1 within radius of a point
     "Balls around points: a two-class detection target (the level set of `blob_target` with sigma = radius at exp(-1/2))"
     sp = np.ones(len(shape)) if spacing is None else np.asarray(spacing, float)
     out = np.zeros(shape, np.uint8)
@@ -144,7 +144,7 @@ def read_waspsyn(folder, # a sample folder holding img_zyx_*.h5 and/or syns_zyx_
     return out
 
 # %% ../nbs/03b_detection.ipynb #71a6be2d
-def write_waspsyn_prediction(path, # the file to write, e.g. `test_sample1_vol0/test_sample1_vol0_predict.h5`
+def write_waspsyn_prediction(path, # the file to write, e.g. test_sample1_vol0/test_sample1_vol0_predict.h5
                              pre, # (N, 3) predicted presynaptic points, local (z, y, x) voxels
                              post=None, # (M, 4) [row of its presynapse, z, y, x], local voxels (default: none)
                             )->Path:
@@ -158,7 +158,7 @@ def write_waspsyn_prediction(path, # the file to write, e.g. `test_sample1_vol0/
 # %% ../nbs/03b_detection.ipynb #b8c3e4a0
 def waspsyn_scores(pre_pred, # (N, 3) predicted presynaptic points
                    post_pred, # (M, 4) predicted [presynapse row, z, y, x], or None
-                   pre_true, # (N', 3) true presynaptic points (local, as `read_waspsyn` gives them)
+                   pre_true, # (N', 3) true presynaptic points (local, as read_waspsyn gives them)
                    post_true, # (M', 4) true [presynapse row, z, y, x]
                    pre_dist:float=11., # matching distance of presynapses, voxels (the scoring program's)
                    post_dist:float=6.5, # matching distance of postsynaptic points, voxels

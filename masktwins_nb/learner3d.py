@@ -75,8 +75,8 @@ def _volume_file(path, split:str):
     s = str(path).lower()
     return path if p.suffix.lower() in ('.tif', '.tiff') or any(e + '/' in s for e in H5_EXTS) else None
 
-def load_volume(path, # any layout of `load_domain`, or a volume file ('f.h5/key' for HDF5)
-                split:str='train', # 'train' or 'test' (Lucchi layout, or `path/<split>/` sub-folders)
+def load_volume(path, # any layout of load_domain, or a volume file ('f.h5/key' for HDF5)
+                split:str='train', # 'train' or 'test' (Lucchi layout, or path/<split>/ sub-folders)
                 spacing=None, # voxel size (z, y, x) in nm, or 'z,y,x'; replaces the file's metadata
                 labels:bool=True, # read the masks if there are any
                 mask_path=None, # masks of a volume file or a folder of slices
@@ -116,7 +116,7 @@ def synthetic_volume(shape:tuple=(8, 48, 48), # (D, H, W) voxels
 class StrongAug3d(StrongAug):
     "`StrongAug` for volumes (B,C,D,H,W): one intensity jitter per volume, the blur in-plane on every slice"
     def __call__(self,
-                 x:torch.Tensor, # (B,C,D,H,W) volumes (or a (B,C,H,W) batch: `StrongAug`)
+                 x:torch.Tensor, # (B,C,D,H,W) volumes (or a (B,C,H,W) batch: StrongAug)
                  generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
                 )->torch.Tensor: # augmented batch, same shape and dtype
         if x.ndim == 4: return super().__call__(x, generator)
@@ -169,12 +169,12 @@ class VolumeTileDataset(torch.utils.data.Dataset):
 # %% ../nbs/06a_learner3d.ipynb #68f26ca8
 def volume_dataloaders(source:Volume, # labelled source volume (at the common voxel size)
                        target:Volume, # target volume (its masks, if any, are not used)
-                       valid:Volume|None=None, # labelled volume to validate on (default: `target` if labelled)
+                       valid:Volume|None=None, # labelled volume to validate on (default: target if labelled)
                        crop:tuple=(8, 64, 64), # training crop (d, h, w) in voxels, clipped to the volumes
                        bs:int=2, # training batch size
                        iters_per_epoch:int=100, # training batches per epoch (an evaluation after each)
                        seed:int=0, # seed of the crops
-                       device=None, # where batches go (default: `default_device()`)
+                       device=None, # where batches go (default: default_device())
                        augment:bool=True, # flips and in-plane 90° turns
                        tile:tuple=(32, 96, 96), # validation tile (d, h, w)
                       )->EMDataLoaders:
@@ -188,11 +188,11 @@ def volume_dataloaders(source:Volume, # labelled source volume (at the common vo
     return EMDataLoaders(train, vdl, device=kw['device'])
 
 # %% ../nbs/06a_learner3d.ipynb #a10ae419
-def masktwins_learner3d(dls, # from `volume_dataloaders`
-                        recipe:Recipe=EM3D, # the settings (`dims` is not read: this is the 3-D learner)
-                        model=None, # default: `UNet3d(1, n_classes, depth, width, anisotropy=voxel_z / voxel_xy)`
+def masktwins_learner3d(dls, # from volume_dataloaders
+                        recipe:Recipe=EM3D, # the settings (dims is not read: this is the 3-D learner)
+                        model=None, # default: UNet3d(1, n_classes, depth, width, anisotropy=voxel_z / voxel_xy)
                         seed:int|None=None, # seed of the masks and the augmentation
-                        **kwargs, # recipe fields and `masktwins_learner` / `Learner` arguments
+                        **kwargs, # recipe fields and masktwins_learner / Learner arguments
                        ):
     "`masktwins_learner` on volumes: a 3-D U-Net, `StrongAug3d`, and 3-D mask blocks"
     r = recipe.replace(**{k: kwargs.pop(k) for k in list(kwargs) if k in Recipe.names()})

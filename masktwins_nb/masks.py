@@ -14,7 +14,7 @@ __all__ = ['MASK_MODES', 'pick_ratio', 'block_mask', 'mask_views', 'kway_masks',
 # %% ../nbs/01_masks.ipynb #0b593265
 MASK_MODES = ('complementary', 'random_pair', 'single', 'none')
 
-# %% ../nbs/01_masks.ipynb #cd5ffff0
+# %% ../nbs/01_masks.ipynb #a2a7142f
 def _check_ratio(r):
     "`r` as a float, or a `ValueError` unless it is in [0, 1)"
     r = float(r)
@@ -32,6 +32,7 @@ def pick_ratio(ratio:float|list, # a mask ratio in [0, 1), or a list/tuple of th
     dev = generator.device if generator is not None else 'cpu'
     return rs[int(torch.randint(len(rs), (1,), generator=generator, device=dev))]
 
+# %% ../nbs/01_masks.ipynb #dbf77f1b
 def _grid_shape(h, w, block_size):
     "Number of mask blocks along each side: `round(h/b) x round(w/b)`, at least 1x1"
     if block_size < 1: raise ValueError(f"block_size must be >= 1, got {block_size}")
@@ -47,6 +48,7 @@ def _rand(shape, generator, device):
     if generator is None: return torch.rand(shape, device=device)
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
+# %% ../nbs/01_masks.ipynb #7e75309a
 def _upsample(grid, h, w, dtype):
     "Nearest-neighbour upsampling of a (n,1,gh,gw) 0/1 grid to (n,1,h,w), as `dtype`"
     grid = grid.to(dtype if dtype.is_floating_point else torch.float32)
@@ -69,11 +71,11 @@ def block_mask(n:int, # number of independent masks (batch size)
                device=None, # output device (default: the generator's device, else CPU)
                dtype=torch.float32, # output dtype
               )->Tensor: # (n,1,h,w) mask: 1 = visible, 0 = masked
-    "Random block mask: a `round(h/b) x round(w/b)` grid of uniform draws, visible where `u > ratio`, upsampled to (h,w)"
+    "Random block mask: a `round(h/b) x round(w/b)` grid of uniform draws, visible where `u > ratio`, upsampled"
     r = pick_ratio(ratio, generator)
     return _block_mask(n, h, w, block_size, r, generator, _resolve_device(device, generator), dtype)
 
-# %% ../nbs/01_masks.ipynb #bbfe3d8c
+# %% ../nbs/01_masks.ipynb #3c5f5de8
 def _mask_like(x, block_size, r, generator):
     "A block mask with checked ratio `r`, shaped, placed and typed for `x` (see `mask_views`)"
     if x.ndim not in (3, 4): raise ValueError(f"expected x of shape (B,H,W) or (B,C,H,W), got {tuple(x.shape)}")
@@ -83,10 +85,11 @@ def _mask_like(x, block_size, r, generator):
 
 def _complement(m): return ~m if m.dtype == torch.bool else 1 - m
 
+# %% ../nbs/01_masks.ipynb #732e8dcf
 def mask_views(x:Tensor, # batch (B,C,H,W) or (B,H,W): masks are made for its shape, device and dtype
                mode:str='complementary', # one of MASK_MODES
                block_size:int=64, # side of a mask block in pixels (paper default: 64)
-               ratio:float|list=0.5, # masked fraction of the first mask, in [0, 1); a list/tuple: one value drawn per call
+               ratio:float|list=0.5, # masked fraction of the first mask, in [0, 1); a list/tuple: one drawn per call
                generator:torch.Generator|None=None, # random generator
               )->list: # list of masks, (B,1,H,W) for 4-D x and (B,H,W) for 3-D x
     "Masks for `mode`: complementary `[M, 1-M]`, random_pair `[M1(r), M2(1-r)]` (independent), single `[M]`, none `[]`"
@@ -124,7 +127,7 @@ def apply_mask(x:Tensor, # batch (B,C,H,W) or (B,H,W)
     "Mask a normalised batch: masked pixels become 0 (the mean intensity)"
     return x * m.to(x.dtype)
 
-# %% ../nbs/01_masks.ipynb #5d11aa96
+# %% ../nbs/01_masks.ipynb #048b22b0
 def _demo_batch(n:int=2, h:int=256, w:int=256, seed:int=0)->Tensor:
     "A smooth synthetic (n,1,h,w) normalised batch (blobs on waves) for plots"
     g = torch.Generator().manual_seed(seed)
@@ -138,6 +141,7 @@ def _demo_batch(n:int=2, h:int=256, w:int=256, seed:int=0)->Tensor:
         out.append((img - img.mean()) / img.std())
     return torch.stack(out)[:, None]
 
+# %% ../nbs/01_masks.ipynb #cad111dd
 def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: _demo_batch())
                     mode:str='complementary', # one of MASK_MODES, or 'kway'
                     block_size:int=32, # block size in pixels
@@ -166,7 +170,8 @@ def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: _demo_batch(
             axs[i, 1 + 2 * j].set_title(f'mask {j + 1}: {mi.mean():.0%}' if i == 0 else f'{mi.mean():.0%}', fontsize=9)
             if i == 0: axs[i, 2 + 2 * j].set_title(f'view {j + 1}', fontsize=9)
     for ax in axs.flat: ax.set_axis_off()
-    fig.suptitle(f'{mode}' + (f' (k={k})' if mode == 'kway' else f' (r={ratio})') + f', block {block_size}', fontsize=10)
+    fig.suptitle(f'{mode}' + (f' (k={k})' if mode == 'kway' else f' (r={ratio})') + f', block {block_size}',
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

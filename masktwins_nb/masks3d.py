@@ -48,11 +48,11 @@ def block_mask3d(n:int, # number of independent masks
 
 # %% ../nbs/01a_masks3d.ipynb #a5cbe4e0
 def mask_views3d(x:Tensor, # batch of volumes (B,C,D,H,W) or (B,D,H,W): masks are made for its shape, device and dtype
-                 mode:str='complementary', # one of `MASK_MODES`
+                 mode:str='complementary', # one of MASK_MODES
                  block_size:int|tuple=(1, 64, 64), # block side in voxels, one number or (bz, by, bx)
                  ratio:float|list=0.5, # masked fraction of the first mask, in [0, 1); a list: one value drawn per call
                  generator:torch.Generator|None=None, # random generator
-                )->list: # masks, (B,1,D,H,W) for 5-D `x` and (B,D,H,W) for 4-D `x`
+                )->list: # masks, (B,1,D,H,W) for 5-D x and (B,D,H,W) for 4-D x
     "The views' masks of a batch of volumes for `mode` (see `mask_views` for the 2-D meaning)"
     if mode not in MASK_MODES: raise ValueError(f"unknown mask mode {mode!r}; valid modes: {', '.join(MASK_MODES)}")
     if x.ndim not in (4, 5): raise ValueError(f"expected x of shape (B,D,H,W) or (B,C,D,H,W), got {tuple(x.shape)}")

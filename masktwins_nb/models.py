@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['NORMS', 'norm_layer', 'DoubleConv', 'UpBlock', 'pad_to_multiple', 'UNet', 'count_params', 'dynamic_unet']
@@ -57,16 +58,19 @@ class UpBlock(nn.Module):
         super().__init__()
         if up == 'transpose': self.up = nn.ConvTranspose2d(ni, nf, 2, stride=2)
         elif up == 'bilinear':
-            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False), nn.Conv2d(ni, nf, 1))
+            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear', align_corners=False),
+                                    nn.Conv2d(ni, nf, 1))
         else: raise ValueError(f"Unknown up-sampling {up!r}: expected 'transpose' or 'bilinear'.")
         self.conv = DoubleConv(2*nf, nf, norm, dropout)
 
-    def forward(self, x, skip): return self.conv(torch.cat([skip, self.up(x)], dim=1))
+    def forward(self, x, skip):
+        "Up-sample `x`, put `skip` in front of it along the channels, convolve"
+        return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 # %% ../nbs/03_models.ipynb #429f27d0
 def pad_to_multiple(x:torch.Tensor, # (B, C, H, W)
                     m:int, # pad H and W up to multiples of m
-                    mode:str='reflect', # 'reflect', 'replicate' or 'zeros' (reflect falls back to zeros when the pad is too big)
+                    mode:str='reflect', # 'reflect', 'replicate' or 'zeros' (reflect: zeros when the pad is too big)
                    )->tuple: # (padded x, (top, left)) — crop with [..., top:top+H, left:left+W]
     "Pad `x` symmetrically so that its spatial size is a multiple of `m`"
     H, W = x.shape[-2:]
@@ -76,10 +80,11 @@ def pad_to_multiple(x:torch.Tensor, # (B, C, H, W)
     if ph == pw == 0: return x, (0, 0)
     if mode == 'reflect' and (max(t, ph - t) >= H or max(l, pw - l) >= W): mode = 'zeros'
     if mode == 'zeros': return F.pad(x, pads), (t, l)
-    if mode not in ('reflect', 'replicate'): raise ValueError(f"Unknown pad mode {mode!r}: expected 'reflect', 'replicate' or 'zeros'.")
+    if mode not in ('reflect', 'replicate'):
+        raise ValueError(f"Unknown pad mode {mode!r}: expected 'reflect', 'replicate' or 'zeros'.")
     return F.pad(x, pads, mode=mode), (t, l)
 
-# %% ../nbs/03_models.ipynb #8da7c8d5
+# %% ../nbs/03_models.ipynb #f2d0cbbb
 class UNet(nn.Module):
     "2-D U-Net returning logits `(B, n_classes, H, W)` for any input `(B, in_ch, H, W)` (pads internally, crops back)"
     def __init__(self,
@@ -106,17 +111,20 @@ class UNet(nn.Module):
         self.dec = nn.ModuleList([UpBlock(c[i+1], c[i], norm, dropout, up) for i in reversed(range(self.depth))])
         self.head = nn.Conv2d(c[0], n_classes, 1)
 
-    def forward(self, x:torch.Tensor)->torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_ch:
-            raise ValueError(f"UNet expects input (B, {self.in_ch}, H, W), got {tuple(x.shape)}.")
-        H, W = x.shape[-2:]
-        x, (t, l) = pad_to_multiple(x, 2**self.depth, self.pad_mode)
-        skips = []
-        for enc in self.enc:
-            x = enc(x); skips.append(x); x = F.max_pool2d(x, 2)
-        x = self.bottleneck(x)
-        for dec, s in zip(self.dec, reversed(skips)): x = dec(x, s)
-        return self.head(x)[..., t:t+H, l:l+W]
+# %% ../nbs/03_models.ipynb #31b6cae7
+@patch
+def forward(self:UNet, x:torch.Tensor)->torch.Tensor:
+    "Pad to a multiple of `2**depth`, encode, decode with the skip connections, crop back to the input size"
+    if x.ndim != 4 or x.shape[1] != self.in_ch:
+        raise ValueError(f"UNet expects input (B, {self.in_ch}, H, W), got {tuple(x.shape)}.")
+    H, W = x.shape[-2:]
+    x, (t, l) = pad_to_multiple(x, 2**self.depth, self.pad_mode)
+    skips = []
+    for enc in self.enc:
+        x = enc(x); skips.append(x); x = F.max_pool2d(x, 2)
+    x = self.bottleneck(x)
+    for dec, s in zip(self.dec, reversed(skips)): x = dec(x, s)
+    return self.head(x)[..., t:t+H, l:l+W]
 
 # %% ../nbs/03_models.ipynb #989078b2
 def count_params(model:nn.Module, # any module
@@ -138,6 +146,8 @@ def dynamic_unet(arch='resnet18', # torchvision model name (e.g. 'resnet34') or 
     from fastai.vision.learner import create_unet_model
     if isinstance(arch, str):
         fn = getattr(torchvision.models, arch, None)
-        if not callable(fn): raise ValueError(f"Unknown torchvision architecture {arch!r} (e.g. 'resnet18', 'resnet34', 'resnet50').")
+        if not callable(fn):
+            raise ValueError(f"Unknown torchvision architecture {arch!r} (e.g. 'resnet18', 'resnet34', 'resnet50').")
         arch = fn
-    return create_unet_model(arch, n_out=n_classes, img_size=tuple(img_size), pretrained=pretrained, n_in=n_in, **kwargs)
+    return create_unet_model(arch, n_out=n_classes, img_size=tuple(img_size), pretrained=pretrained, n_in=n_in,
+                             **kwargs)

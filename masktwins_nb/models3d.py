@@ -26,7 +26,7 @@ def level_plan(depth:int, # number of down-samplings
     return plan
 
 # %% ../nbs/03a_models3d.ipynb #592ee378
-def norm3d(norm:str, # one of `NORMS`
+def norm3d(norm:str, # one of NORMS
            ch:int, # channels
           )->nn.Module:
     "A 3-D normalisation layer"
@@ -53,7 +53,7 @@ class UNet3d(nn.Module):
                  n_classes:int=2, # output classes
                  depth:int=3, # number of down-samplings
                  width:int=16, # channels of the first level (doubled at every level)
-                 anisotropy:float=1., # z spacing / in-plane spacing of the input (see `level_plan`)
+                 anisotropy:float=1., # z spacing / in-plane spacing of the input (see level_plan)
                  norm:str='batch', # 'batch', 'instance', 'group' or 'none'
                 ):
         super().__init__()

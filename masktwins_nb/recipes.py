@@ -4,26 +4,20 @@
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #2d035a19
 from __future__ import annotations
-import json, os, sys, time
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastai.callback.core import Callback
 from fastai.losses import CrossEntropyLossFlat
-from fastai.torch_core import set_seed, default_device
-from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13, CITYSCAPES_CLASSES
-from .learner import masktwins_learner, save_checkpoint, tune_cpu_allocator
+from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13
+from .learner import masktwins_learner
 from .callbacks import MaskTwins
 from .natural_data import natural_dataloaders, EMDataLoaders
-from .classmix import ClassMix, ColourAug, adamw, fit_poly
-from .run import prepare_run, check_run_folder, resume_file, check_resume, finish_run, interrupted_message, write_csv
-from .run import atomic_save_json, training_output
+from .classmix import ClassMix, ColourAug, adamw
 from .data import InputError
-from contextlib import nullcontext
 from .recipe import Recipe, SYNTHIA2CITYSCAPES
 
 # %% auto #0
-__all__ = ['PRESETS', 'preset_config', 'preset_dataloaders', 'CrossEntropyAllPixels', 'DecayExcept', 'natural_learner',
-           'preset_job']
+__all__ = ['PRESETS', 'preset_config', 'preset_dataloaders', 'CrossEntropyAllPixels', 'DecayExcept', 'natural_learner']
 
 # %% ../nbs/14_synthia2cityscapes.ipynb #3591ea66
 PRESETS = dict(synthia2cityscapes=SYNTHIA2CITYSCAPES)   # the recipe notebook holds every value and its source
@@ -115,69 +109,3 @@ def natural_learner(dls, # from preset_dataloaders (the pseudo-label margins com
         if isinstance(cb, MaskTwins): cb.cm_res = cfg.cm_res           # 'head': the MSE on the head's stride-4 logits
     if cfg.src_ce == 'all': learn.loss_func = CrossEntropyAllPixels()  # mmseg's mean over all pixels
     return learn   # `learn.recipe`: `cfg` with this method
-
-# %% ../nbs/14_synthia2cityscapes.ipynb #6b8e2d8f
-def _per_class(learn)->dict:
-    "mIoU16/13 and per-class IoU of the learner's last validation (the `MeanIoU` metrics keep its confusion matrix)"
-    m16, m13 = (next(m for m in learn.metrics if getattr(m, 'name', None) == n) for n in ('miou16', 'miou13'))
-    if m16.cm is None:   # no validation in this fit (resuming a finished run): validate now
-        with learn.no_bar(), learn.no_logging(): learn.validate()
-    iou = m16.per_class.tolist()
-    return dict(miou16=m16.value, miou13=m13.value,
-                per_class={CITYSCAPES_CLASSES[i]: (None if v != v else v) for i, v in enumerate(iou)})
-
-def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
-               target, # Cityscapes root (leftImg8bit/train used without labels; gtFine/val for validation)
-               preset:str='synthia2cityscapes', # a key of `PRESETS`
-               target_test=None, # Cityscapes root or (root, split) to validate on (default: `target`, split val)
-               out:str='masktwins_run', # output folder
-               downscale:float=1, # divide all sizes by this (quick looks, fixtures)
-               pretrained=None, # local ImageNet MiT weights (official `mit_b5.pth` or HuggingFace naming)
-               method:str='masktwins', # or an ablation of `METHODS`
-               seed:int=0, # random seed
-               device=None, # default: cuda when available
-               progress:bool=True, # progress bars
-               valid_n:int|None=None, # validate on this many images (default all)
-               resume=False, # True: continue `out/model.interrupted.pth` (else `out/model.pth`) if there is one; or a checkpoint path
-               overwrite:bool=False, # replace an earlier run in `out` (its own files only)
-               cbs=None, # extra fastai callbacks
-               **overrides, # preset entries to replace (iters, bs, crop, lr, variant, eval_every, ...)
-              )->dict:
-    "Train a natural-image preset; write model.pth, metrics.json and history.csv to `out`; return the metrics"
-    cfg = preset_config(preset, downscale, **overrides)
-    out = Path(out)
-    check_run_folder(out, resume, overwrite)   # before any data is read
-    dev = torch.device(device) if device else (default_device() if torch.cuda.is_available() else torch.device('cpu'))
-    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (06_learner)
-    set_seed(seed, reproducible=True)
-    dls = preset_dataloaders(source, target, cfg, target_test, seed=seed, device=dev, valid_n=valid_n)
-    if len(dls.valid) == 0: raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
-                                             "or pass target_test)")
-    learn = natural_learner(dls, cfg, pretrained_path=pretrained, method=method, seed=seed)
-    from masktwins_nb.learner import SaveEveryEpoch
-    meta = dict(model=dict(name='DAFormer', variant=cfg.variant, n_classes=cfg.n_classes), preset=preset, method=method, seed=seed,
-                downscale=downscale, recipe=cfg.asdict())
-    ck = resume_file(out, resume)
-    if ck is not None: check_resume(ck, meta)
-    prepare_run(out, resume, overwrite)
-    learn.add_cb(SaveEveryEpoch(out/'model.interrupted.pth', meta=meta))
-    t0 = time.time()
-    try:
-        with training_output(learn, progress):
-            fit_poly(learn, cfg.iters, cfg.lr, cfg.head_mult, cfg.warmup, cfg.power, cbs=cbs, resume=ck)
-    except BaseException as e:
-        msg = interrupted_message(out, e)
-        if msg: print(msg, file=sys.stderr)
-        raise
-    secs = time.time() - t0
-    res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), resumed_from=None if ck is None else str(ck),
-               **_per_class(learn),
-               config=cfg.asdict(),
-               source=str(source), target=str(target), device=str(dev))
-    atomic_save_json(res, out/'metrics.json')
-    hist = lambda name: getattr(getattr(learn, name, None), 'history', None) or []   # a loss callback's rows
-    mix = {h['iter']: h for h in hist('class_mix')}
-    rows = [{**mix.get(r['iter'], {}), **r} for r in hist('mask_twins')]
-    if rows: write_csv(rows, out/'history.csv')
-    finish_run(out)
-    return res

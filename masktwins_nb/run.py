@@ -4,17 +4,23 @@
 
 # %% ../nbs/09_run.ipynb #c5b7f317
 from __future__ import annotations
-import os, sys, json, hashlib, tempfile
-from contextlib import contextmanager
+import os, sys, json, hashlib, tempfile, time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 import numpy as np
 import torch
-from .data import InputError
-from .learner import atomic_write
+from fastai.torch_core import default_device
+from .data import InputError, IMG_EXTS, H5_EXTS
+from .learner import atomic_write, fit_iters, NonFiniteLossError
+from .classmix import fit_poly
+from .reliability import distributed_ctx
+from .recipe import Recipe
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'read_checkpoint', 'data_identity', 'check_writable', 'check_run_folder', 'resume_file', 'prepare_run',
-           'check_resume', 'finish_run', 'interrupted_message', 'write_csv', 'atomic_save_json', 'training_output']
+           'check_resume', 'finish_run', 'interrupted_message', 'write_csv', 'atomic_save_json', 'training_output',
+           'pick_device', 'start_run', 'fit_run', 'run_history', 'checkpoint_weights', 'output_stem',
+           'prediction_paths', 'write_prediction']
 
 # %% ../nbs/09_run.ipynb #e41dcf58
 def read_checkpoint(fname, # a model.pth / model.interrupted.pth written by training
@@ -169,3 +175,118 @@ def training_output(learn, # the learner about to train
             old, learn.logger = learn.logger, _plain_logger(learn)
             try: yield
             finally: learn.logger = old
+
+# %% ../nbs/09_run.ipynb #8e90f763
+def pick_device(device=None, # 'cpu', 'cuda', 'cuda:1' ... (None or 'auto': CUDA when available)
+               )->torch.device:
+    "The torch device named by `device`; one `InputError` for a device this machine lacks"
+    if device in (None, '', 'auto'): return default_device() if torch.cuda.is_available() else torch.device('cpu')
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device {device}: not a device name (fix: cpu, cuda or cuda:N)") from None
+    if dev.type == 'cuda' and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise InputError(f"--device {device}: this machine has {n} CUDA GPU(s) "
+                         "(fix: --device cpu, or leave --device out)")
+    return dev
+
+# %% ../nbs/09_run.ipynb #244c01b3
+def start_run(out, # the run's output folder
+              meta:dict, # the new run's description, stored in its checkpoints
+              resume=False, # True / a checkpoint path: continue the run in out
+              overwrite:bool=False, # replace the run in out (its own files only)
+              main:bool=True, # False: a process that writes nothing (all but the first of a distributed run)
+             )->Path|None: # the checkpoint to resume
+    "Check a checkpoint to resume against `meta`, then (first process only) prepare `out`: the run's first write"
+    ck = resume_file(out, resume)
+    if ck is not None: check_resume(ck, meta)
+    if main: prepare_run(out, resume, overwrite)
+    return ck
+
+# %% ../nbs/09_run.ipynb #119b56ed
+def fit_run(learn, # the learner of the run
+            recipe:Recipe, # its schedule: iters, lr, schedule (poly: warmup, power; one_cycle: pct_start)
+            out=None, # the run's folder, which keeps the last complete checkpoint (None: no message)
+            resume=None, # the checkpoint to continue (from start_run)
+            progress:bool=True, # bars in a terminal, plain lines in a file or pipe, nothing when False
+            world:int=1, # processes of a distributed run (each does recipe.iters optimiser steps)
+            main:bool=True, # False: no message (all but the first process)
+            head_mult:float=1., # poly: learning-rate multiplier of the last parameter group
+            cbs=None, # extra callbacks of this fit
+           )->float: # seconds of training
+    "Train `learn` by `recipe`'s schedule; when anything stops it, say where the last complete checkpoint is"
+    r, t0, kw = recipe, time.time(), {} if cbs is None else dict(cbs=cbs)
+    try:
+        with distributed_ctx(learn) if world > 1 else nullcontext(), training_output(learn, progress):
+            if r.schedule == 'poly':   # linear warm-up, then polynomial decay (DAFormer/MIC)
+                fit_poly(learn, r.iters * world, r.lr, head_mult=head_mult, warmup=r.warmup, power=r.power,
+                         resume=resume, **kw)
+            else: fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=resume, **kw)   # iters per rank
+    except BaseException as e:
+        msg = interrupted_message(out, e) if main and out is not None else None
+        if isinstance(e, NonFiniteLossError):
+            how = '; once fixed, continue it with resume=True / --resume (fix:'
+            raise NonFiniteLossError(str(e).replace(' (fix:', how, 1) if msg else str(e)) from None
+        if msg: print(msg, file=sys.stderr)
+        raise
+    return time.time() - t0
+
+# %% ../nbs/09_run.ipynb #ad27b3c8
+def run_history(learn, # a learner after its fit
+                missing=float('nan'), # what a score without a value becomes
+               )->tuple: # (per-iteration rows, per-evaluation dicts)
+    "Per-iteration loss terms (MaskTwins' history, else the losses) and per-evaluation validation scores of a fit"
+    rows = list(getattr(getattr(learn, 'mask_twins', None), 'history', None) or [])   # none without MaskTwins
+    if not rows: rows = [dict(iter=i + 1, loss=float(l)) for i, l in enumerate(learn.recorder.losses)]
+    names = list(learn.recorder.metric_names)[1:-1]
+    evals = [dict(zip(names, [float(v) if v is not None else missing for v in vals])) for vals in learn.recorder.values]
+    return rows, evals
+
+# %% ../nbs/09_run.ipynb #b112c63b
+def checkpoint_weights(fname, # a checkpoint written by training
+                       use:str='student', # 'student' or 'teacher' weights
+                      )->tuple: # (state dict, meta, the model's description)
+    "The `use` weights of a checkpoint, its description, and its model's arguments; one `InputError` without them"
+    ck = read_checkpoint(fname); meta = ck.get('meta') or {}
+    sd = ck.get('teacher') if use == 'teacher' else ck['model']
+    if sd is None: raise InputError(f"{fname} has no {use} weights (source-only runs have no teacher); use the student")
+    return sd, meta, dict(meta.get('model') or {})
+
+# %% ../nbs/09_run.ipynb #2f3313d2
+def output_stem(input)->str:
+    "Output stem for `input`: the whole file name without its extension, plus the HDF5 dataset if one is named"
+    s = str(input).rstrip('/')
+    for e in H5_EXTS:   # 'f.h5/key': the file's stem and the dataset
+        i = s.lower().find(e + '/')
+        if i >= 0: return Path(s[:i]).name + '_' + s[i + len(e) + 1:].replace('/', '_')
+    p = Path(s)
+    return p.stem if p.suffix.lower() in IMG_EXTS + H5_EXTS else p.name
+
+def prediction_paths(input, # the input stack or volume
+                     out, # output folder
+                     tile:int, # tile size (pixels)
+                     overlap:float, # tile overlap
+                     thr:float, # threshold of the mask
+                     overwrite:bool=False, # replace existing outputs
+                    )->dict: # prob, mask: the files to write
+    "Check a prediction's options and output folder before any work; the two files it writes"
+    if not (float(tile).is_integer() and tile >= 16): raise InputError(f"--tile {tile}: must be a whole number >= 16")
+    if not 0 <= overlap < 1: raise InputError(f"--overlap {overlap}: must lie in [0, 1)")
+    if not 0 <= thr <= 1: raise InputError(f"--thr {thr}: must lie in [0, 1]")
+    out = Path(out); stem = output_stem(input)
+    paths = dict(prob=out/f'{stem}_prob.tif', mask=out/f'{stem}_mask.tif')
+    check_writable(out, '--out')
+    have = [str(p) for p in paths.values() if p.exists()]
+    if have and not overwrite: raise InputError(f"{have[0]} exists (fix: --overwrite to replace it, or another --out)")
+    return paths
+
+def write_prediction(paths:dict, # from prediction_paths
+                     prob:np.ndarray, # foreground probability
+                     thr:float, # threshold of the mask
+                     **kwargs, # passed to tifffile.imwrite (compression, ImageJ voxel size, ...)
+                    )->dict: # paths written
+    "Write the probability (float32) and the mask (0/255, uint8) atomically as TIFFs"
+    import tifffile
+    for k, a in (('prob', prob.astype(np.float32)), ('mask', ((prob >= thr) * 255).astype(np.uint8))):
+        atomic_write(paths[k], lambda f: tifffile.imwrite(f, a, **kwargs))
+    return paths

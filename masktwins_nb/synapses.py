@@ -21,20 +21,20 @@ from .recipe import Recipe, EM3D
 __all__ = ['THRESHOLDS', 'rescale_points', 'point_target', 'detect', 'detection_f1', 'prior_bias', 'detection_run']
 
 # %% ../nbs/06b_synapses.ipynb #80d417f6
-def rescale_points(points, # (N, 3) voxel coordinates at `spacing`
+def rescale_points(points, # (N, 3) voxel coordinates at spacing
                    spacing:tuple, # their voxel size (z, y, x)
                    voxel:tuple, # the voxel size wanted
-                  )->np.ndarray: # (N, 3) coordinates at `voxel`
+                  )->np.ndarray: # (N, 3) coordinates at voxel
     "Voxel coordinates of points on another grid (voxel centres at (i + 1/2) x spacing)"
     p = np.asarray(points, float).reshape(-1, 3)
     return (p + 0.5) * np.asarray(spacing, float) / np.asarray(voxel, float) - 0.5
 
 # %% ../nbs/06b_synapses.ipynb #ee5ebf6e
-def point_target(vol:Volume, # at its own voxel size, `masks` marking the objects (e.g. synaptic densities)
+def point_target(vol:Volume, # at its own voxel size, masks marking the objects (e.g. synaptic densities)
                  voxel:tuple, # the training voxel size (z, y, x) nm
                  radius:float=80., # ball radius of the target, nm
                  min_size:int=1, # objects of fewer voxels (at the volume's own size) are dropped
-                )->tuple: # (Volume at `voxel`: 1 in balls, 255 on the rest of the objects, 0 elsewhere; (N, 3) points)
+                )->tuple: # (Volume at voxel: 1 in balls, 255 on the rest of the objects, 0 elsewhere; (N, 3) points)
     "A detection target: balls around the objects' centroids, the rest of each object ignored"
     if vol.masks is None: raise InputError(f"{vol.name}: a detection target needs the objects' masks")
     pts = rescale_points(points_from_mask(vol.masks, min_size), vol.spacing, voxel)
@@ -65,7 +65,7 @@ def detection_f1(pred, # (P, 3) detections, voxels
     return detection_scores(pred, true, max_dist, spacing=voxel)
 
 # %% ../nbs/06b_synapses.ipynb #11fcdd78
-def prior_bias(model, # a two-class model whose last layer is `model.head` (`UNet3d`, `UNet`)
+def prior_bias(model, # a two-class model whose last layer is model.head (UNet3d, UNet)
                share:float, # expected foreground share
               ):
     "Set the head's bias so that the untrained model predicts `share` everywhere (a rare class starts rare)"
@@ -85,7 +85,7 @@ def detection_run(vol:Volume, # labelled volume at its own voxel size (masks: th
                   train:slice, # sections (z) to train on
                   test:slice, # held-out sections (z) to score
                   target:Volume|None=None, # unlabelled target for MaskTwins (default: the held-out sections, labels unused)
-                  recipe:Recipe=EM3D, # settings (`method`, `iters`, crops, voxel size, ...)
+                  recipe:Recipe=EM3D, # settings (method, iters, crops, voxel size, ...)
                   seed:int=0, # random seed
                   radius:float=80., # ball radius of the target, nm
                   max_dist:float=150., # matching distance, nm
