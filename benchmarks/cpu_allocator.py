@@ -19,7 +19,7 @@ CHILD = """
 import json, sys, torch
 sys.path[:0] = [{repo!r}, {bench!r}]
 torch.set_num_threads({threads})
-from masktwins_nb.learner import tune_cpu_allocator
+from masktwins_nb.cpu import tune_cpu_allocator
 tuned = {tuned} and tune_cpu_allocator()
 import em_speed as s
 a = s.load_arrays({data!r}, s.RECIPE['downscale'])

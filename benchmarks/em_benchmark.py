@@ -115,7 +115,7 @@ def run_one(method:str, seed:int, arrs:dict, out:Path, subset:int=1, device=None
             progress:bool=False, **overrides)->dict:
     "Train one (method, seed) as `train_job` does (`em_learner`, `fit_run`) on the arrays; score student and teacher"
     import torch
-    from masktwins_nb.learner import tune_cpu_allocator
+    from masktwins_nb.cpu import tune_cpu_allocator
     from masktwins_nb.run import fit_run, run_history
     from masktwins_nb.jobs import em_learner, score_model
     if threads: torch.set_num_threads(threads)

@@ -205,7 +205,7 @@ def main(argv=None):
     if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if a.allocator == 'tuned':
-        from masktwins_nb.learner import tune_cpu_allocator
+        from masktwins_nb.cpu import tune_cpu_allocator
         if not tune_cpu_allocator(): raise SystemExit('tune_cpu_allocator: not available here (not glibc)')
     arrs = load_arrays(a.data, RECIPE['downscale'])
     torch.backends.cudnn.benchmark = False

@@ -101,7 +101,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(a.threads)
     if a.allocator == 'tuned':
-        from masktwins_nb.learner import tune_cpu_allocator
+        from masktwins_nb.cpu import tune_cpu_allocator
         if not tune_cpu_allocator(): raise SystemExit('tune_cpu_allocator: not available here (not glibc)')
     from em_benchmark import load_arrays, RECIPE
     dev = torch.device(a.device)

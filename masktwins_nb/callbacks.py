@@ -19,12 +19,13 @@ from fastai.learner import Metric
 from fastai.torch_core import rank_distrib
 from .masks import MASK_MODES, mask_views, apply_mask
 from .masks3d import mask_views3d
+from .models import unwrap_model
 from .recipe import Recipe, BN_MODES, WEIGHT_MODES, CM_GATES, CM_RES   # the vocabulary and every default
 
 # %% auto #0
-__all__ = ['TERMS', 'SplitTarget', 'unwrap_model', 'ema_alpha', 'set_teacher_mode', 'make_teacher', 'ema_update', 'EMATeacher',
-           'pl_weight', 'pseudo_label', 'random_blur', 'StrongAug', 'target_losses', 'head_resolution', 'LossTerm',
-           'TermsCallback', 'MaskTwins', 'show_views']
+__all__ = ['TERMS', 'SplitTarget', 'ema_alpha', 'set_teacher_mode', 'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight',
+           'pseudo_label', 'random_blur', 'StrongAug', 'target_losses', 'head_resolution', 'LossTerm', 'TermsCallback',
+           'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #4269e565
 class SplitTarget(Callback):
@@ -57,15 +58,6 @@ def before_batch(self:SplitTarget):
 def after_fit(self:SplitTarget):
     "Drop the last target batch"
     self.xt = self.pl_region = None
-
-# %% ../nbs/05_callbacks.ipynb #dd97cd3c
-def unwrap_model(m:nn.Module, # a model, possibly wrapped by DDP/`DataParallel` (accelerate) or `torch.compile`
-                )->nn.Module: # the innermost plain module
-    "The module inside DDP/DataParallel (`.module`) and `torch.compile` (`._orig_mod`) wrappers"
-    while True:
-        if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)): m = m.module
-        elif isinstance(getattr(m, '_orig_mod', None), nn.Module): m = m._orig_mod
-        else: return m
 
 # %% ../nbs/05_callbacks.ipynb #4e477b9e
 def ema_alpha(t:int, # number of EMA updates done so far

@@ -14,7 +14,8 @@ from .recipe import Recipe, EM3D
 from .models3d import UNet3d
 from .learner3d import (load_volume, volume_dataloaders, masktwins_learner3d, evaluate3d,
                                     volume_probability, synthetic_volume)
-from .learner import SaveEveryEpoch, tune_cpu_allocator
+from .learner import SaveEveryEpoch
+from .cpu import tune_cpu_allocator
 from .run import (read_checkpoint, check_run_folder, data_identity, start_run, fit_run, run_history,
                               finish_run, write_csv, atomic_save_json, pick_device, checkpoint_weights, prediction_paths,
                               write_prediction)

@@ -395,7 +395,7 @@ def daformer(n_classes:int=19, # output classes
 def daformer_splitter(model:nn.Module, # a DAFormer (possibly wrapped by DDP/DataParallel or torch.compile)
                      )->list: # [encoder parameters, head parameters]
     "fastai splitter for `DAFormer`: the encoder and the head as two parameter groups (train the head with 10× the lr)"
-    from masktwins_nb.callbacks import unwrap_model
+    from masktwins_nb.models import unwrap_model
     m = unwrap_model(model)
     if not (isinstance(getattr(m, 'encoder', None), nn.Module) and isinstance(getattr(m, 'head', None), nn.Module)):
         raise TypeError(f"daformer_splitter expects a DAFormer (from `daformer`), got {type(m).__name__}.")

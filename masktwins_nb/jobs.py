@@ -14,7 +14,8 @@ from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, r
                                rescale_stack, InputError, check_file, EMDomain)
 from .models import UNet
 from .metrics import binary_scores, CITYSCAPES_CLASSES
-from .learner import masktwins_learner, atomic_write, predict_volume, SaveEveryEpoch, tune_cpu_allocator
+from .learner import masktwins_learner, atomic_write, predict_volume, SaveEveryEpoch
+from .cpu import tune_cpu_allocator
 from .run import (read_checkpoint, check_run_folder, data_identity, start_run, fit_run, run_history,
                               finish_run, write_csv, atomic_save_json, pick_device, checkpoint_weights,
                               prediction_paths, write_prediction)
@@ -172,7 +173,7 @@ def train_job(source:str=None, # labelled source data (VNC III folder, images/+m
                 method=r.method, seed=seed, recipe=r.asdict(), data=data_identity(source=src, target=tgt, target_test=tst),
                 init=None if init is None else _file_id(init))
     ck = start_run(out, meta, resume, overwrite, main)   # the first write: folder, stale temporaries gone, old run replaced
-    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 06_learner)
+    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 15_cpu)
     learn = em_learner(src, tgt, tst, r, seed, dev, init_sd=init_sd, world=world,
                        cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
     secs = fit_run(learn, r, out, ck, progress, world=world, main=main)
@@ -299,7 +300,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     out = Path(out)
     check_run_folder(out, resume, overwrite)   # before any data is read
     dev = pick_device(device)
-    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (06_learner)
+    if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (15_cpu)
     set_seed(seed, reproducible=True)
     dls = preset_dataloaders(source, target, cfg, target_test, seed=seed, device=dev, valid_n=valid_n)
     if len(dls.valid) == 0: raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "

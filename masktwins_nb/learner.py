@@ -27,8 +27,7 @@ from .cpu import use_available_cores
 # %% auto #0
 __all__ = ['NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'atomic_write', 'atomic_save', 'rng_state', 'set_rng_state',
            'train_state', 'save_checkpoint', 'load_checkpoint', 'SaveEveryEpoch', 'predict_tiled', 'predict_volume',
-           'evaluate', 'show_results', 'Throughput', 'ResumeFit', 'resume_state', 'resume_fit_setup', 'fit_iters',
-           'tune_cpu_allocator']
+           'evaluate', 'show_results', 'Throughput', 'ResumeFit', 'resume_state', 'resume_fit_setup', 'fit_iters']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 from .recipe import Recipe, METHODS   # the method names and every default live in the recipe
@@ -442,20 +441,3 @@ def fit_iters(learn:Learner, # learner from masktwins_learner
     try: learn.fit_one_cycle(n_epoch, lr, pct_start=pct_start, cbs=L(kwargs.pop('cbs', None)) + extra + [tp], start_epoch=start, **kwargs)
     finally: learn.metrics = L(m for m in learn.metrics if m is not tp.metric)
     return learn
-
-# %% ../nbs/06_learner.ipynb #279261ec
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc `mallopt` parameter numbers (malloc.h)
-
-def tune_cpu_allocator(mmap_threshold:int=32 * 2**20, # blocks up to this size come from the heap (glibc's largest allowed value on 64-bit: 32 MiB)
-                       trim_threshold:int=2**31 - 1, # free memory at the top of the heap goes back to the system only above this (a C int)
-                      )->bool: # whether both settings took effect (False where the C library is not glibc)
-    "Keep freed CPU tensor memory in the process (glibc `mallopt`), so that a training step does not fault its buffers back in page by page"
-    import ctypes, platform
-    if platform.system() != 'Linux': return False
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version   # glibc only: other C libraries have no such parameters
-        mallopt = libc.mallopt
-    except (OSError, AttributeError): return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)) == 1

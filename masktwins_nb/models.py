@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['NORMS', 'norm_layer', 'DoubleConv', 'UpBlock', 'pad_to_multiple', 'UNet', 'count_params', 'dynamic_unet']
+__all__ = ['NORMS', 'norm_layer', 'DoubleConv', 'UpBlock', 'pad_to_multiple', 'UNet', 'count_params', 'unwrap_model',
+           'dynamic_unet']
 
 # %% ../nbs/03_models.ipynb #7fa97738
 NORMS = ('batch', 'instance', 'group', 'none')
@@ -132,6 +133,15 @@ def count_params(model:nn.Module, # any module
                 )->int:
     "Number of parameters of `model`"
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
+
+# %% ../nbs/03_models.ipynb #019d3947
+def unwrap_model(m:nn.Module, # a model, possibly wrapped by DDP/`DataParallel` (accelerate) or `torch.compile`
+                )->nn.Module: # the innermost plain module
+    "The module inside DDP/DataParallel (`.module`) and `torch.compile` (`._orig_mod`) wrappers"
+    while True:
+        if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)): m = m.module
+        elif isinstance(getattr(m, '_orig_mod', None), nn.Module): m = m._orig_mod
+        else: return m
 
 # %% ../nbs/03_models.ipynb #564dcf26
 def dynamic_unet(arch='resnet18', # torchvision model name (e.g. 'resnet34') or constructor

@@ -51,7 +51,7 @@ from fastai.callback.core import TrainEvalCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import num_distrib, rank_distrib
 from fastai.distributed import DistributedTrainer, DistributedDL
-from .callbacks import unwrap_model
+from .models import unwrap_model
 from .data import EMDataLoader
 
 class RankDL(DistributedDL):

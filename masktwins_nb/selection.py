@@ -11,7 +11,7 @@ from fastai.learner import ValueMetric, Recorder
 from fastcore.foundation import L
 from fastcore.basics import patch
 from .masks import mask_views, apply_mask
-from .callbacks import unwrap_model
+from .models import unwrap_model
 
 # %% auto #0
 __all__ = ['LabelFreeScores', 'add_label_free_scores', 'spearman']
