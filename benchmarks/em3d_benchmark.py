@@ -32,7 +32,6 @@ DETECT below. Test labels are used for the final scores only; no checkpoint or s
 """
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 
@@ -42,6 +41,7 @@ from masktwins_nb.cpu import apply_cpu_env
 apply_cpu_env()   # OpenMP threads and wait policy, before torch loads
 
 from masktwins_nb.recipe import EM, EM3D
+from batch_runner import run_jobs   # benchmarks/, the script's own folder
 VNC_SPACING, LUCCHI3D_SPACING = (50., 4.6, 4.6), (5., 10., 10.)   # nm, (z, y, x): the data README
 LUCCHI_2D_PIXEL = 5. * EM.downscale   # the 2-D recipe's pixel on Lucchi (5 nm x downscale), nm
 DETECT = dict(iters=400, eval_every=200, radius=80., max_dist=150., nms=150., fg_weight=10.)   # budget, distances (nm), weight
@@ -137,28 +137,17 @@ def job_list(kinds, seeds, folds=(0, 1), methods=None)->list:
     return [j for j in js if methods is None or j['method'] in methods]
 
 def batch(a)->int:
-    out = Path(a.out); (out/'logs').mkdir(parents=True, exist_ok=True)
+    out = Path(a.out)
     js = job_list(a.jobs, a.seeds, a.folds, a.methods)
     todo = [j for j in js if not (out/f"{j['tag']}.json").exists()]
     print(f"{len(js)} jobs, {len(js) - len(todo)} done already, running {len(todo)} with {a.j} workers", flush=True)
-    t0 = time.time()
-    def go(j):
+    def cmd(j):
         c = [sys.executable, str(Path(__file__).resolve()), 'run', '--kind', j['kind'], '--method', j['method'],
              '--seed', str(j['seed']), '--fold', str(j.get('fold', 0)), '--out', str(out), '--threads', str(a.threads),
              '--device', a.device]
-        if a.data: c += ['--data', str(a.data)]
-        if a.iters: c += ['--iters', str(a.iters)]
-        with open(out/'logs'/f"{j['tag']}.log", 'a') as f:
-            rc = subprocess.run(c, stdout=f, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONUNBUFFERED='1')).returncode
-        ok = (out/f"{j['tag']}.json").exists()
-        r = json.loads((out/f"{j['tag']}.json").read_text()) if ok else None
-        msg = (f"F1 {r['scores']['f1']:.3f}" if j['kind'] == 'detect' else f"IoU {r['test']['iou']:.3f}") if ok else f'FAILED rc={rc}'
-        print(f"[{time.time() - t0:6.0f}s] {j['tag']}: {msg}", flush=True)
-        return ok
-    with ThreadPoolExecutor(a.j) as ex: oks = list(ex.map(go, todo))
-    print(f"done: {sum(oks)}/{len(todo)} ok in {time.time() - t0:.0f}s", flush=True)
-    return 0 if all(oks) else 1
+        return c + (['--data', str(a.data)] if a.data else []) + (['--iters', str(a.iters)] if a.iters else [])
+    msg = lambda j, r: f"F1 {r['scores']['f1']:.3f}" if j['kind'] == 'detect' else f"IoU {r['test']['iou']:.3f}"
+    return run_jobs(todo, cmd, lambda j: j['tag'], out, a.threads, a.j, msg, log_mode='a')   # 'a': runs resume
 
 # ---------------------------------------------------------------- summary
 def _ms(v):

@@ -28,7 +28,6 @@ only (no model selection on them).
 """
 from __future__ import annotations
 import argparse, json, os, subprocess, sys, time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 
@@ -39,6 +38,7 @@ apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu note
 
 # fixed in advance, identical across methods: the package's EM recipe (plus the inference tile)
 from masktwins_nb.recipe import EM
+from batch_runner import run_jobs   # benchmarks/, the script's own folder
 RECIPE = dict(EM.asdict(), tile=256)
 
 # name -> (masktwins_learner method, overrides); 'oracle' also swaps the source for the labelled target-train volume
@@ -180,25 +180,14 @@ def _cmd(j, a):
         if k in j: c += [f"--{k.replace('_', '-')}", str(j[k])]
     return c
 
+def _tag(j)->str: return run_tag(j['method'], j['seed'], j['subset'], **{k: j[k] for k in ('ratio', 'block_size') if k in j})
+
 def batch(a):
-    out = Path(a.out); (out/'logs').mkdir(parents=True, exist_ok=True)
+    out = Path(a.out)
     js = job_list(a.jobs, a.seeds, a.subsets, a.ablation_seeds, a.methods, a.seeds_subset2)
-    todo = [j for j in js if not (out/(run_tag(j['method'], j['seed'], j['subset'],
-                                                **{k: j[k] for k in ('ratio', 'block_size') if k in j}) + '.json')).exists()]
+    todo = [j for j in js if not (out/(_tag(j) + '.json')).exists()]
     print(f"{len(js)} jobs, {len(js) - len(todo)} done already, running {len(todo)} with {a.j} workers", flush=True)
-    t0 = time.time()
-    def go(j):
-        tag = run_tag(j['method'], j['seed'], j['subset'], **{k: j[k] for k in ('ratio', 'block_size') if k in j})
-        with open(out/'logs'/f'{tag}.log', 'w') as f:
-            env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONUNBUFFERED='1')
-            r = subprocess.run(_cmd(j, a), stdout=f, stderr=subprocess.STDOUT, env=env)
-        ok = (out/f'{tag}.json').exists()
-        msg = json.loads((out/f'{tag}.json').read_text())['test']['iou'] if ok else f'FAILED rc={r.returncode}'
-        print(f"[{time.time() - t0:6.0f}s] {tag}: {msg}", flush=True)
-        return ok
-    with ThreadPoolExecutor(a.j) as ex: oks = list(ex.map(go, todo))
-    print(f"done: {sum(oks)}/{len(todo)} ok in {time.time() - t0:.0f}s", flush=True)
-    return 0 if all(oks) else 1
+    return run_jobs(todo, lambda j: _cmd(j, a), _tag, out, a.threads, a.j, lambda j, r: r['test']['iou'])
 
 # ---------------------------------------------------------------- summary
 def _ms(v):
