@@ -5,6 +5,7 @@ Subcommands
   run        one job -> <out>/<tag>.json (a 3-D or 2-D training run keeps its run folder <out>/<tag>/, so an
              interrupted run continues from its last checkpoint when started again)
   batch      the job list, one sub-process per job (-j parallel), skipping jobs whose JSON exists: resumable
+  prepare    the seg3d inputs in one file (--data of seg3d jobs on a machine without the data folders)
   summarize  tables from the JSONs -> benchmarks/results/em3d_summary.json (+ .csv) and a text table
 
 Jobs (tags)
@@ -65,14 +66,57 @@ def _folder(out:Path, tag:str)->dict:
     return dict(out=str(f), resume=(f/'model.interrupted.pth').exists() or (f/'model.pth').exists())
 
 # ---------------------------------------------------------------- jobs
-def seg3d(method, seed, root, out, iters=None, device='cpu')->dict:
+SEG3D_VOXEL = (EM3D.voxel_z, EM3D.voxel_xy, EM3D.voxel_xy)   # the common voxel size, nm
+
+def prepare(a):
+    """The 3-D segmentation inputs in one file (VNC III and the lucchi3d training volume at the common voxel size, the
+    test volume as it is on disk): what a machine without the data folders needs for `seg3d`"""
+    from masktwins_nb.learner3d import load_volume, Volume
+    from masktwins_nb.data import read_stack, read_masks
+    root = _root(a.data)
+    src = load_volume(root/'vnc3', 'train', VNC_SPACING).resample(SEG3D_VOXEL)
+    tgt = load_volume(root/'lucchi3d', 'train', LUCCHI3D_SPACING, labels=False).resample(SEG3D_VOXEL)
+    img, msk = read_stack(root/'lucchi3d'/'testing.tif'), read_masks(root/'lucchi3d'/'testing_groundtruth.tif')
+    tst = load_volume(root/'lucchi3d', 'test', LUCCHI3D_SPACING)
+    assert np.array_equal(Volume(img, msk, LUCCHI3D_SPACING).images, tst.images) and np.array_equal(msk, tst.masks)
+    np.savez_compressed(a.dest, src_images=src.images, src_masks=src.masks, tgt_images=tgt.images, test_images=img,
+                        test_masks=msk, voxel=np.array(SEG3D_VOXEL), test_spacing=np.array(LUCCHI3D_SPACING))
+    print(f"{a.dest}: {Path(a.dest).stat().st_size / 2**20:.1f} MiB ({src}, {tgt}, {tst})")
+
+def _seg3d_inputs(data, root)->tuple:
+    "(source, target, test, extra train_job3d arguments): folders, or the volumes of a `prepare` file"
+    if data is None or not str(data).endswith('.npz'):
+        return (str(root/'vnc3'), str(root/'lucchi3d'), None,
+                dict(source_spacing=VNC_SPACING, target_spacing=LUCCHI3D_SPACING))
+    from masktwins_nb.learner3d import Volume
+    d = np.load(data)
+    vox, sp = tuple(d['voxel'].tolist()), tuple(d['test_spacing'].tolist())
+    return (Volume(d['src_images'], d['src_masks'], vox, 'vnc3', norm=False),
+            Volume(d['tgt_images'], None, vox, 'lucchi3d-train', norm=False),
+            Volume(d['test_images'], d['test_masks'], sp, 'lucchi3d-test'), {})
+
+def parse_set(items)->dict:
+    "`KEY=VALUE` overrides of the EM3D recipe (values read as JSON where they parse, as text otherwise)"
+    out, fields = {}, EM3D.asdict()
+    for it in items or []:
+        k, sep, v = it.partition('=')
+        if not sep or k not in fields: raise SystemExit(f"--set {it!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
+    return out
+
+def seg3d(method, seed, root, out, iters=None, device='cpu', data=None, overrides=None)->dict:
     from masktwins_nb.cli3d import train_job3d
     tag = f'seg3d_{method}_seed{seed}'
-    kw = dict(iters=iters, eval_every=min(EM3D.eval_every, iters)) if iters else {}
-    r = train_job3d(str(root/'vnc3'), str(root/'lucchi3d'), recipe=EM3D, method=method, seed=seed, device=device, progress=True,
-                    source_spacing=VNC_SPACING, target_spacing=LUCCHI3D_SPACING, **_folder(out, tag), **kw)
+    kw = dict(overrides or {})
+    if iters: kw.update(iters=iters, eval_every=min(kw.get('eval_every', EM3D.eval_every), iters))
+    src, tgt, tst, sp = _seg3d_inputs(data, root)
+    r = train_job3d(src, tgt, tst, recipe=EM3D, method=method, seed=seed, device=device, progress=True,
+                    **sp, **_folder(out, tag), **kw)
     return dict(tag=tag, kind='seg3d', method=method, seed=seed, test=r['target_test'], train_seconds=r['seconds'],
-                iters=r['iters'], evaluations=r['evaluations'], config=r['config'],
+                iters=r['iters'], evaluations=r['evaluations'], config=r['config'], device=device,
+                inputs='folders' if tst is None else 'prepare file (the same volumes, resampled in advance)',
+                overrides=kw,
                 test_volume=f"lucchi3d/testing.tif, {'x'.join(map(str, r['config']['shapes']['target_test_native']))} voxels")
 
 def seg2d(method, seed, root, out, iters=None, device='cpu')->dict:
@@ -80,7 +124,7 @@ def seg2d(method, seed, root, out, iters=None, device='cpu')->dict:
     import torch
     from masktwins_nb.jobs import train_job, load_model
     from masktwins_nb.data import read_stack, read_masks, rescale_stack, normalize
-    from masktwins_nb.learner import predict_volume
+    from masktwins_nb.inference import predict_volume
     from masktwins_nb.metrics import binary_scores
     tag = f'seg2d_{method}_seed{seed}'
     kw = dict(iters=iters, eval_every=min(EM.eval_every, iters)) if iters else {}
@@ -116,8 +160,9 @@ def detect(method, seed, fold, root, out, iters=None, device='cpu', progress=Tru
 def run(a)->dict:
     import torch
     torch.set_num_threads(a.threads)
-    root, out = _root(a.data), Path(a.out)
-    if a.kind == 'seg3d': res = seg3d(a.method, a.seed, root, out, a.iters, a.device)
+    prepared = a.kind == 'seg3d' and str(a.data).endswith('.npz')
+    root, out = (None if prepared else _root(a.data)), Path(a.out)
+    if a.kind == 'seg3d': res = seg3d(a.method, a.seed, root, out, a.iters, a.device, a.data, parse_set(a.set))
     elif a.kind == 'seg2d': res = seg2d(a.method, a.seed, root, out, a.iters, a.device)
     else: res = detect(a.method, a.seed, a.fold, root, out, a.iters, a.device)
     res['threads'] = a.threads
@@ -145,6 +190,7 @@ def batch(a)->int:
         c = [sys.executable, str(Path(__file__).resolve()), 'run', '--kind', j['kind'], '--method', j['method'],
              '--seed', str(j['seed']), '--fold', str(j.get('fold', 0)), '--out', str(out), '--threads', str(a.threads),
              '--device', a.device]
+        c += ['--set', *a.set] if a.set else []
         return c + (['--data', str(a.data)] if a.data else []) + (['--iters', str(a.iters)] if a.iters else [])
     msg = lambda j, r: f"F1 {r['scores']['f1']:.3f}" if j['kind'] == 'detect' else f"IoU {r['test']['iou']:.3f}"
     return run_jobs(todo, cmd, lambda j: j['tag'], out, a.threads, a.j, msg, log_mode='a')   # 'a': runs resume
@@ -164,8 +210,12 @@ def summarize(a)->dict:
             rs = sorted((r for r in seg if r['kind'] == kind and r['method'] == m), key=lambda r: r['seed'])
             if not rs: continue
             row = dict(model='3-D' if kind == 'seg3d' else '2-D', method=m, n_seeds=len(rs), seeds=[r['seed'] for r in rs],
-                       iters=rs[0]['iters'], train_seconds=_ms([r['train_seconds'] for r in rs])[0])
+                       iters=rs[0]['iters'], train_seconds=_ms([r['train_seconds'] for r in rs])[0],
+                       devices=sorted({str(r.get('device', r['config'].get('device'))) for r in rs}))
             for k in ('iou', 'f1', 'mcc', 'ap'): row[k + '_mean'], row[k + '_sd'] = _ms([r['test'][k] for r in rs])
+            if kind == 'seg3d':   # target AP at each evaluation during training, mean over seeds
+                row['eval_ap'] = [float(np.mean([r['evaluations'][i]['ap'] for r in rs]))
+                                  for i in range(min(len(r['evaluations']) for r in rs))]
             table.append(row)
     paired = []
     for kind in ('seg3d', 'seg2d'):
@@ -187,14 +237,17 @@ def summarize(a)->dict:
                         max_dist_nm=rs[0]['max_dist'], radius_nm=rs[0]['radius']))
     res = dict(segmentation=table, paired_iou=paired, detection=det,
                protocol=dict(voxel_nm=[EM3D.voxel_z, EM3D.voxel_xy, EM3D.voxel_xy], em3d=EM3D.asdict(), detect=DETECT,
+                             seg3d_overrides=sorted({json.dumps(r.get('overrides', {}), sort_keys=True) for r in seg
+                                                     if r['kind'] == 'seg3d'}),
                              folds={k: [[v[0].start, v[0].stop], [v[1].start, v[1].stop]] for k, v in FOLDS.items()}))
     dest = Path(a.results); dest.mkdir(parents=True, exist_ok=True)
-    (dest/'em3d_summary.json').write_text(json.dumps(res, indent=1))
+    (dest/f'{a.prefix}_summary.json').write_text(json.dumps(res, indent=1))
     lines = ["VNC III -> Lucchi, whole lucchi3d test volume (165 x 384 x 512), mean ± sd over seeds",
-             f"  {'model':<5} {'method':<12} {'n':>2}  {'IoU':>13} {'F1':>13} {'MCC':>13} {'AP':>13}"]
+             f"  {'model':<5} {'method':<12} {'n':>2}  {'IoU':>13} {'F1':>13} {'MCC':>13} {'AP':>13}  iters  device"]
     for r in table:
         lines.append(f"  {r['model']:<5} {r['method']:<12} {r['n_seeds']:>2}  " +
-                     ' '.join(f"{r[k + '_mean']:.3f} ± {r[k + '_sd']:.3f}" for k in ('iou', 'f1', 'mcc', 'ap')))
+                     ' '.join(f"{r[k + '_mean']:.3f} ± {r[k + '_sd']:.3f}" for k in ('iou', 'f1', 'mcc', 'ap')) +
+                     f"  {r['iters']:>5}  {'/'.join(r['devices'])}")
     for p in paired: lines.append(f"  {p['model']}: MaskTwins - source-only IoU per seed {[round(x, 3) for x in p['iou_diff']]}")
     if det:
         lines.append("VNC III synapse detection, held-out sections (fold 0: train 0-9 / test 10-19; fold 1: the reverse)")
@@ -202,7 +255,7 @@ def summarize(a)->dict:
             lines.append(f"  {d['method']:<17} pooled F1 {d['pooled_f1']:.3f} (tp {d['tp']}, fp {d['fp']}, fn {d['fn']}); per run " +
                          ', '.join(f"f{r['fold']}s{r['seed']} {r['f1']:.3f} (thr {r['threshold']}, {r['n_pred']} found / {r['n_true']})"
                                    for r in d['runs']))
-    (dest/'em3d_summary.txt').write_text('\n'.join(lines) + '\n')
+    (dest/f'{a.prefix}_summary.txt').write_text('\n'.join(lines) + '\n')
     print('\n'.join(lines))
     return res
 
@@ -212,11 +265,12 @@ def main(argv=None):
     sp = p.add_subparsers(dest='cmd', required=True)
     for name in ('run', 'batch'):
         q = sp.add_parser(name)
-        q.add_argument('--data', default=None, help='data root with vnc3/, lucchi/, lucchi3d/ (default $MASKTWINS_DATA or ../shared/data)')
+        q.add_argument('--data', default=None, help='data root with vnc3/, lucchi/, lucchi3d/ (default $MASKTWINS_DATA or ../shared/data); for seg3d also a prepare file')
         q.add_argument('--out', default='runs/em3d', help='folder for run JSONs and run folders')
         q.add_argument('--iters', type=int, default=None, help='override the iterations (smoke tests only)')
         q.add_argument('--device', default='cpu')
         q.add_argument('--threads', type=int, default=2, help='torch CPU threads per run')
+        q.add_argument('--set', nargs='+', default=None, metavar='KEY=VALUE', help='EM3D recipe changes (seg3d only)')
         if name == 'run':
             q.add_argument('--kind', required=True, choices=('seg3d', 'seg2d', 'detect'))
             q.add_argument('--method', required=True, choices=DET_METHODS)
@@ -228,14 +282,19 @@ def main(argv=None):
             q.add_argument('--folds', type=int, nargs='+', default=[0, 1], choices=(0, 1))
             q.add_argument('--methods', nargs='+', default=None, choices=DET_METHODS, help='only these methods (default: all)')
             q.add_argument('-j', type=int, default=1, help='parallel runs')
+    q = sp.add_parser('prepare')
+    q.add_argument('--data', default=None, help='data root with vnc3/ and lucchi3d/')
+    q.add_argument('--dest', default='em3d_seg.npz', help='the file to write (--data of seg3d jobs)')
     s = sp.add_parser('summarize')
     s.add_argument('--out', default='runs/em3d'); s.add_argument('--results', default=str(REPO/'benchmarks'/'results'))
+    s.add_argument('--prefix', default='em3d', help='result files <prefix>_summary.json/.txt')
     a = p.parse_args(argv)
     if a.cmd == 'run':
         if a.kind != 'detect' and a.method == 'masktwins_lucchi': raise SystemExit("masktwins_lucchi is a detection method")
         r = run(a)
         print(json.dumps(dict(tag=r['tag'], **({'scores': r['scores']} if a.kind == 'detect' else {'test': r['test']}))))
     elif a.cmd == 'batch': return batch(a)
+    elif a.cmd == 'prepare': prepare(a)
     else: summarize(a)
     return 0
 

@@ -113,7 +113,8 @@ def plain_step(method, dev, seed=0, mark=None):
     own model, teacher and `torch.optim.Adam`; the MaskTwins step is the callback's computation (teacher pseudo-labels,
     strong augmentation, complementary masks, both views in one forward, one backward of the summed loss, EMA update).
     `mark(phase)`, if given, is called at the end of 'fwd' (source forward), 'loss', 'bwd' and 'opt'."""
-    from masktwins_nb.callbacks import pseudo_label, StrongAug, target_losses, ema_update, make_teacher
+    from masktwins_nb.callbacks import pseudo_label, target_losses, ema_update, make_teacher
+    from masktwins_nb.augment import StrongAug
     from masktwins_nb.masks import mask_views, apply_mask
     if method not in ('source_only', 'masktwins'): raise ValueError(f"plain_step: 'source_only' or 'masktwins', got {method!r}")
     mark = mark or (lambda phase: None)
@@ -139,7 +140,8 @@ def plain_step(method, dev, seed=0, mark=None):
 
 def plain_parts(arrs, dev, n, warmup):
     "The MaskTwins computation in plain PyTorch: each pass alone, and the whole step as one loop"
-    from masktwins_nb.callbacks import pseudo_label, StrongAug, target_losses, ema_update, make_teacher
+    from masktwins_nb.callbacks import pseudo_label, target_losses, ema_update, make_teacher
+    from masktwins_nb.augment import StrongAug
     from masktwins_nb.masks import mask_views, apply_mask
     from functools import partial
     dls = make_dls(arrs, dev, 4)

@@ -47,7 +47,8 @@ def run(name:str, seed:int, cfg:dict, out:Path, threads:int=1)->dict:
     from fastai.torch_core import set_seed
     from masktwins_nb.data import em_dataloaders
     from masktwins_nb.models import UNet
-    from masktwins_nb.learner import masktwins_learner, fit_iters
+    from masktwins_nb.learner import masktwins_learner
+    from masktwins_nb.schedule import fit_iters
     from masktwins_nb.cpu import tune_cpu_allocator
     from masktwins_nb.selection import add_label_free_scores
     from masktwins_nb.run import run_history

@@ -4,19 +4,17 @@
 
 # %% ../nbs/05_callbacks.ipynb #b718df20
 from __future__ import annotations
-import math
 from contextlib import nullcontext, contextmanager
 from copy import deepcopy
 import torch, torch.nn as nn, torch.nn.functional as F, torch.distributed as dist
 from torch import Tensor
-from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_gamma
-from kornia.filters import gaussian_blur2d
 from fastcore.basics import store_attr, patch
 from fastai.callback.core import Callback, TrainEvalCallback
 from fastai.callback.training import GradientAccumulation
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.learner import Metric
 from fastai.torch_core import rank_distrib
+from .augment import StrongAug
 from .masks import MASK_MODES, mask_views, apply_mask
 from .masks3d import mask_views3d
 from .models import unwrap_model
@@ -24,8 +22,7 @@ from .recipe import Recipe, BN_MODES, WEIGHT_MODES, CM_GATES, CM_RES   # the voc
 
 # %% auto #0
 __all__ = ['TERMS', 'SplitTarget', 'ema_alpha', 'set_teacher_mode', 'make_teacher', 'ema_update', 'EMATeacher', 'pl_weight',
-           'pseudo_label', 'random_blur', 'StrongAug', 'target_losses', 'head_resolution', 'LossTerm', 'TermsCallback',
-           'MaskTwins', 'show_views']
+           'pseudo_label', 'target_losses', 'head_resolution', 'LossTerm', 'TermsCallback', 'MaskTwins', 'show_views']
 
 # %% ../nbs/05_callbacks.ipynb #4269e565
 class SplitTarget(Callback):
@@ -176,73 +173,6 @@ def pseudo_label(logits:Tensor, # (B,C,H,W) teacher logits
     "Hard pseudo-labels, their weight and confidence from teacher logits (no gradient)"
     conf, pl = logits.detach().float().softmax(1).max(1)
     return pl, pl_weight(conf, pl, threshold, mode, logits.shape[1]), conf
-
-# %% ../nbs/05_callbacks.ipynb #28d42f9c
-def random_blur(x:Tensor, # (B,C,H,W) float batch
-                u_apply:Tensor, # (B,) uniforms: sample i is blurred where `u_apply[i] < p`
-                u_sigma:Tensor, # (B,) uniforms mapped to its sigma in `sigma`
-                p:float, # blur probability
-                sigma:tuple, # (min, max) sigma in pixels
-                kernel_size:int|None=None, # default 2*ceil(3*sigma_max)+1, cut to what the image size allows
-               )->Tensor:
-    "Per-sample Gaussian blur with random sigma (the blur step of `StrongAug` and `ColourAug`)"
-    if p <= 0: return x
-    B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
-    s0, s1 = sigma
-    k = kernel_size or 2 * math.ceil(3 * s1) + 1
-    k = min(k, 2 * ((min(H, W) - 1) // 2) + 1)   # reflect padding needs k//2 < side
-    if k < 3: return x
-    s = s0 + u_sigma * (s1 - s0)
-    blurred = gaussian_blur2d(x, (k, k), torch.stack([s, s], 1))
-    return torch.where((u_apply < p).view(B, 1, 1, 1), blurred, x)
-
-# %% ../nbs/05_callbacks.ipynb #57b3cd48
-class StrongAug:
-    "DACS-style photometric strong augmentation of normalised grey-scale batches: intensity jitter + Gaussian blur"
-    def __init__(self,
-                 p_jitter:float=0.8, # probability (per sample) of the intensity jitter
-                 brightness:float=0.2, # brightness shift ~ U(-b, b), in units of the image's intensity range
-                 contrast:float=0.2, # contrast factor ~ U(1-c, 1+c) around the image mean
-                 gamma:float=0.2, # gamma ~ U(1-g, 1+g) on the [0,1]-rescaled image
-                 p_blur:float=0.5, # probability (per sample) of Gaussian blur
-                 sigma:tuple=(0.15, 1.15), # blur sigma range (pixels)
-                 kernel_size:int|None=None, # blur kernel size; default 2*ceil(3*sigma_max)+1
-                ): store_attr()
-
-    def __call__(self,
-                 x:Tensor, # (B,C,H,W) batch
-                 generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
-                )->Tensor: # augmented batch, same shape and dtype
-        "Augment `x` with parameters drawn from `generator`: six uniforms per sample"
-        if x.ndim != 4: raise ValueError(f"StrongAug expects (B,C,H,W), got {tuple(x.shape)}")
-        B = x.shape[0]
-        dev = generator.device if generator is not None else x.device
-        u = torch.rand(B, 6, generator=generator, device=dev).to(x.device)
-        with torch.no_grad():
-            xf = x.float()
-            out = self._jitter(xf, u) if self.p_jitter > 0 else xf
-            out = random_blur(out, u[:, 4], u[:, 5], self.p_blur, self.sigma, self.kernel_size)
-        return out.to(x.dtype)
-
-    def __repr__(self):
-        return (f"StrongAug(p_jitter={self.p_jitter}, brightness={self.brightness}, contrast={self.contrast}, "
-                f"gamma={self.gamma}, p_blur={self.p_blur}, sigma={self.sigma})")
-
-# %% ../nbs/05_callbacks.ipynb #59ca2eba
-@patch
-def _jitter(self:StrongAug,
-            xf:Tensor, # (B,C,H,W) float batch
-            u:Tensor, # (B,6) uniforms of `__call__`: columns 0-3 are the jitter's
-           )->Tensor:
-    "Brightness/contrast/gamma jitter of the samples with `u[:, 0] < p_jitter`, within each image's range"
-    B = xf.shape[0]
-    lo, hi = xf.amin((1, 2, 3), keepdim=True), xf.amax((1, 2, 3), keepdim=True)
-    span = (hi - lo).clamp_min(1e-6)
-    y = (xf - lo) / span
-    y = adjust_brightness(y, (2*u[:, 1] - 1) * self.brightness)
-    y = adjust_contrast_with_mean_subtraction(y, 1 + (2*u[:, 2] - 1) * self.contrast)
-    y = adjust_gamma(y, 1 + (2*u[:, 3] - 1) * self.gamma)
-    return torch.where((u[:, 0] < self.p_jitter).view(B, 1, 1, 1), y * span + lo, xf)
 
 # %% ../nbs/05_callbacks.ipynb #c9b7327b
 def _to_label_size(l:Tensor, size:tuple)->Tensor:

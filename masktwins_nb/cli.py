@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_cli.ipynb #cbbdb208
 from __future__ import annotations
-import inspect, argparse
+import inspect, argparse, signal, threading
 from pathlib import Path
 from contextlib import contextmanager
 from fastcore.script import call_parse, store_true
@@ -22,34 +22,14 @@ __all__ = ['terminate_as_exit', 'masktwins_train', 'train_parser', 'masktwins_pr
 # %% ../nbs/07_cli.ipynb #e7dfda67
 @contextmanager
 def terminate_as_exit():
-    "While active, SIGTERM raises `SystemExit(143)` in the main thread, so that a killed run cleans up and keeps its last checkpoint"
-    import signal, threading
-    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread may set handlers
+    "While active, SIGTERM raises `SystemExit(143)` in the main thread: a killed run cleans up, keeps its checkpoint"
+    if threading.current_thread() is not threading.main_thread(): yield; return   # only it may set signal handlers
     def _raise(signum, frame): raise SystemExit(128 + signum)
     old = signal.signal(signal.SIGTERM, _raise)
     try: yield
     finally: signal.signal(signal.SIGTERM, old)
 
 # %% ../nbs/07_cli.ipynb #1c136e17
-def _table(results:dict)->str:
-    "A plain-text table of target-test scores, one row per method."
-    lines = [f"{'method':<12} {'IoU':>6} {'F1':>6} {'MCC':>6} {'AP':>6} {'time(s)':>8}"]
-    for m, r in results.items():
-        s = r['target_test']
-        lines.append(f"{m:<12} {s['iou']:6.3f} {s['f1']:6.3f} {s['mcc']:6.3f} {s['ap']:6.3f} {r['seconds']:8.1f}")
-    return '\n'.join(lines)
-
-def _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume=False, overwrite=False,
-                 **fields):
-    "`masktwins_train --preset ...`: train a natural-image preset (see the 14_synthia2cityscapes notebook) and print mIoU16/13"
-    if source is None or target is None: raise InputError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
-    if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    r = preset_job(source, target, preset, target_test=target_test, out=out, pretrained=pretrained, seed=seed, device=device,
-                   progress=not quiet, resume=resume, overwrite=overwrite, **{k: v for k, v in fields.items() if v is not None})
-    if rank_distrib() == 0:
-        print(f"{preset} ({r['method']}, {r['iters']} iterations, {r['seconds']:.0f} s): mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
-    return r
-
 def masktwins_train(
     source:str=None, # labelled source data: VNC III folder, folder with images/ and masks/, or a volume file
     target:str=None, # target data: Lucchi folder, folder or volume; its train split is used without labels
@@ -60,51 +40,92 @@ def masktwins_train(
     out:str='masktwins_run', # output folder: one sub-folder per method
     quiet:store_true=False, # no progress bars
     resume:store_true=False, # continue interrupted runs from out/<method>/model.interrupted.pth (or model.pth)
-    overwrite:store_true=False, # replace earlier runs in out/<method>/ (only their own files; anything else there is kept)
+    overwrite:store_true=False, # replace earlier runs in out/<method>/ (only their own files; all else there is kept)
     source_masks:str=None, # masks of --source when it is a volume file or a folder of slices (file, folder or f.h5/key)
     target_test_masks:str=None, # masks of --target_test when it is a volume file or a folder of slices
-    preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (needs the natural extra; see 14_synthia2cityscapes)
+    preset:str=None, # natural-image recipe instead of EM: synthia2cityscapes (install the natural extra)
     pretrained:str=None, # preset: local ImageNet MiT weights file (official mit_bX.pth or HuggingFace naming)
-    distributed:store_true=False, # data-parallel over the processes of torchrun --nproc_per_node N / accelerate launch (automatic when WORLD_SIZE > 1)
+    distributed:store_true=False, # data-parallel over torchrun / accelerate processes (automatic when WORLD_SIZE > 1)
     init:str=None, # start from this checkpoint's student (student and teacher), e.g. a source-only model.pth
-    source_spacing:str=None, # --dims 3: voxel size of --source as z,y,x in nm, where its files do not record it (VNC III: 50,4.6,4.6)
-    target_spacing:str=None, # --dims 3: voxel size of --target and --target_test as z,y,x in nm, where their files do not record it
+    source_spacing:str=None, # --dims 3: z,y,x voxel size of --source in nm, if its files lack it (VNC III: 50,4.6,4.6)
+    target_spacing:str=None, # --dims 3: z,y,x voxel size of --target and --target_test in nm, if their files lack it
     **fields, # Recipe fields to change (method, iters, crop, ...; on the command line, one option each)
 ):
     "Train MaskTwins (or an ablation) for domain-adaptive segmentation; without data, a synthetic demo."
     if preset is not None:
         with terminate_as_exit():
-            return _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume, overwrite, **fields)
+            return _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume,
+                                overwrite, **fields)
     base = SYNTHETIC if source is None and target is None else EM
     if fields.get('dims') == 3: base = EM3D   # volumes: the 3-D recipe's defaults (06a_learner3d)
     r = check_options(base, **fields)   # before anything is printed or read
-    if rank_distrib() == 0: pick_device(device)
-    m = r.method
-    methods = [m]
-    if source is None and target is None: methods = list(dict.fromkeys(['source_only', m]))
-    elif baseline and m != 'source_only': methods = ['source_only', m]
-    kw = dict(source=source, target=target, target_test=target_test, seed=seed, device=device, progress=not quiet, resume=resume,
-              overwrite=overwrite, distributed=distributed or None, source_masks=source_masks, target_test_masks=target_test_masks,
-              init=init)
-    job, kw3 = train_job, {}
-    if r.dims == 3:   # volumes (07a_cli3d)
-        from masktwins_nb.cli3d import train_job3d
-        job, kw3 = train_job3d, dict(source_spacing=source_spacing, target_spacing=target_spacing)
-    results, main = {}, rank_distrib() == 0
+    main = rank_distrib() == 0
+    if main: pick_device(device)
+    methods = _methods(r.method, source is None and target is None, baseline)
+    job, kw3 = _job(r, source_spacing, target_spacing)
+    kw = dict(source=source, target=target, target_test=target_test, seed=seed, device=device, progress=not quiet,
+              resume=resume, overwrite=overwrite, distributed=distributed or None, source_masks=source_masks,
+              target_test_masks=target_test_masks, init=init)
     say = print if main else (lambda *a, **k: None)   # one process talks
     if main:   # every method's folder is checked before the first one trains
         for m in methods: check_run_folder(Path(out)/m, resume, overwrite)
-    with terminate_as_exit():   # a SIGTERM (scheduler, kill) ends the run like a crash: last checkpoint kept
-        for m in methods:
-            say(f"== {m}" + (' (synthetic EM domain pair)' if source is None else ''), flush=True)
-            results[m] = job(recipe=r.replace(method=m), out=Path(out)/m, **kw, **kw3)
-            say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
-    say(_table(results))
-    if len(results) == 2:
-        a, b = (results[m]['target_test']['iou'] for m in methods)
-        say(f"target IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})")
+    results = _train_methods(job, methods, r, out, say, source is None, **kw, **kw3)
+    say(_summary(results, methods))
     if main: atomic_save_json(dict((m, r['target_test']) for m, r in results.items()), Path(out)/'summary.json')
 
+# %% ../nbs/07_cli.ipynb #c3e6d0d1
+def _methods(method:str, # the recipe's method
+             synthetic:bool, # no data given: the synthetic demo
+             baseline:bool, # --baseline: also train source-only
+            )->list:
+    "The methods one command trains, source-only first in the synthetic demo and with `--baseline`"
+    if synthetic: return list(dict.fromkeys(['source_only', method]))
+    return ['source_only', method] if baseline and method != 'source_only' else [method]
+
+# %% ../nbs/07_cli.ipynb #3632edde
+def _job(recipe:Recipe, # the checked recipe
+         source_spacing:str=None, # volumes: --source_spacing
+         target_spacing:str=None, # volumes: --target_spacing
+        )->tuple: # (job, its extra options)
+    "The training job of the recipe's `dims`: `train_job` for slices, `train_job3d` (07a_cli3d) for volumes"
+    if recipe.dims != 3: return train_job, {}
+    from masktwins_nb.cli3d import train_job3d
+    return train_job3d, dict(source_spacing=source_spacing, target_spacing=target_spacing)
+
+# %% ../nbs/07_cli.ipynb #36f382e5
+def _train_methods(job, # train_job or train_job3d
+                   methods:list, # the methods to train, in order
+                   recipe:Recipe, # the settings (its method replaced by each)
+                   out, # parent folder: one sub-folder per method
+                   say, # print, or a no-op on all but the first process
+                   synthetic:bool, # no source given: the heading says the data is the synthetic pair
+                   **kw, # the job's other arguments
+                  )->dict: # method -> the job's result
+    "Train each method into out/<method>; a SIGTERM ends the run like a crash (last checkpoint kept)"
+    results = {}
+    with terminate_as_exit():
+        for m in methods:
+            say(f"== {m}" + (' (synthetic EM domain pair)' if synthetic else ''), flush=True)
+            results[m] = job(recipe=recipe.replace(method=m), out=Path(out)/m, **kw)
+            say(f"target IoU {results[m]['target_test']['iou']:.3f}  ({results[m]['seconds']:.0f} s)", flush=True)
+    return results
+
+# %% ../nbs/07_cli.ipynb #f8b6f004
+def _table(results:dict)->str:
+    "A plain-text table of target-test scores, one row per method."
+    lines = [f"{'method':<12} {'IoU':>6} {'F1':>6} {'MCC':>6} {'AP':>6} {'time(s)':>8}"]
+    for m, r in results.items():
+        s = r['target_test']
+        lines.append(f"{m:<12} {s['iou']:6.3f} {s['f1']:6.3f} {s['mcc']:6.3f} {s['ap']:6.3f} {r['seconds']:8.1f}")
+    return '\n'.join(lines)
+
+def _summary(results:dict, methods:list)->str:
+    "The scores table and, for two methods, the second's target IoU against the first's"
+    s = _table(results)
+    if len(results) == 2:
+        a, b = (results[m]['target_test']['iou'] for m in methods)
+        s += f"\ntarget IoU: {methods[0]} {a:.3f} -> {methods[1]} {b:.3f} ({b - a:+.3f})"
+    return s
 
 # %% ../nbs/07_cli.ipynb #7ea67c32
 _TYPES = dict(int=int, float=float, str=str)
@@ -114,7 +135,8 @@ def _add_options(p, docs:dict, defaults=None):
     for k, d in docs.items():
         if k == 'return' or d['kind'] in (2, 4): continue   # *args / **kwargs
         a, help = str(d['anno']), d['docment'] or ''
-        if 'store_true' in a or a == 'bool': p.add_argument(f'--{k}', action='store_true', default=None, help=help); continue
+        if 'store_true' in a or a == 'bool':
+            p.add_argument(f'--{k}', action='store_true', default=None, help=help); continue
         if defaults: help += f" (default: {defaults(k)})"
         elif d['default'] not in (None, inspect.Parameter.empty): help += f" (default: {d['default']})"
         kw = dict(nargs=2, type=int) if a == 'tuple' else dict(type=_TYPES.get(a.split('|')[0], str))
@@ -124,10 +146,27 @@ def train_parser()->argparse.ArgumentParser:
     "The `masktwins_train` command line: run options, then every `Recipe` field"
     p = argparse.ArgumentParser(prog='masktwins_train', description=masktwins_train.__doc__)
     _add_options(p, docments(masktwins_train, full=True))
-    g = p.add_argument_group('recipe', 'defaults: the em recipe with data / the synthetic one without (see the recipe notebook)')
-    _add_options(g, docments(Recipe, full=True),
-                 lambda k: f"{getattr(EM, k)} / {getattr(SYNTHETIC, k)}" if getattr(EM, k) != getattr(SYNTHETIC, k) else getattr(EM, k))
+    g = p.add_argument_group('recipe', 'defaults: the em recipe with data / the synthetic one without '
+                                       '(see the recipe notebook)')
+    em_syn = lambda k: (f"{getattr(EM, k)} / {getattr(SYNTHETIC, k)}" if getattr(EM, k) != getattr(SYNTHETIC, k)
+                        else getattr(EM, k))
+    _add_options(g, docments(Recipe, full=True), em_syn)
     return p
+
+# %% ../nbs/07_cli.ipynb #50da2ca1
+def _preset_main(preset, source, target, target_test, out, seed, device, quiet, pretrained, resume=False,
+                 overwrite=False, **fields):
+    "`masktwins_train --preset ...`: train a natural-image preset (14_synthia2cityscapes), print mIoU16/13"
+    if source is None or target is None:
+        raise InputError(f"--preset {preset} needs --source (SYNTHIA root) and --target (Cityscapes root)")
+    if preset not in PRESETS: raise InputError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    r = preset_job(source, target, preset, target_test=target_test, out=out, pretrained=pretrained, seed=seed,
+                   device=device, progress=not quiet, resume=resume, overwrite=overwrite,
+                   **{k: v for k, v in fields.items() if v is not None})
+    if rank_distrib() == 0:
+        print(f"{preset} ({r['method']}, {r['iters']} iterations, {r['seconds']:.0f} s): "
+              f"mIoU16 {100*r['miou16']:.1f}  mIoU13 {100*r['miou13']:.1f}")
+    return r
 
 # %% ../nbs/07_cli.ipynb #47a6fb8b
 @call_parse
@@ -141,13 +180,14 @@ def masktwins_predict(
     teacher:store_true=False, # use the EMA teacher's weights instead of the student's
     device:str=None, # cpu, cuda, ... (default: cuda when available)
     overwrite:store_true=False, # replace existing output files
-    spacing:str=None, # 3-D checkpoints: voxel size of the input volume as z,y,x in nm, where its file does not record it
+    spacing:str=None, # 3-D checkpoints: z,y,x voxel size of the input volume in nm, where its file does not record it
 ):
     "Predict foreground probabilities and masks for an image stack with a trained model."
-    paths = predict_job(checkpoint, input, out=out, tile=tile, overlap=overlap, thr=thr, use='teacher' if teacher else 'student', device=device,
-                        overwrite=overwrite, spacing=spacing)
+    paths = predict_job(checkpoint, input, out=out, tile=tile, overlap=overlap, thr=thr,
+                        use='teacher' if teacher else 'student', device=device, overwrite=overwrite, spacing=spacing)
     for k, p in paths.items(): print(f"{k}: {p}")
 
+# %% ../nbs/07_cli.ipynb #749c84b7
 @call_parse
 def masktwins_eval(
     pred:str, # predicted probability or mask stack (TIFF, folder of slices, HDF5)

@@ -6,19 +6,18 @@
 from __future__ import annotations
 from pathlib import Path
 import numpy as np
-import torch
 import tifffile
 from fastai.torch_core import set_seed
 from .data import InputError, check_file
 from .recipe import Recipe, EM3D
 from .models3d import UNet3d
-from .learner3d import (load_volume, volume_dataloaders, masktwins_learner3d, evaluate3d,
+from .learner3d import (Volume, load_volume, volume_dataloaders, masktwins_learner3d, evaluate3d,
                                     volume_probability, synthetic_volume)
-from .learner import SaveEveryEpoch
+from .checkpoints import SaveEveryEpoch
 from .cpu import tune_cpu_allocator
 from .run import (read_checkpoint, check_run_folder, data_identity, start_run, fit_run, run_history,
-                              finish_run, write_csv, atomic_save_json, pick_device, checkpoint_weights, prediction_paths,
-                              write_prediction)
+                              finish_run, write_csv, atomic_save_json, pick_device, checkpoint_weights,
+                              prediction_paths, write_prediction)
 
 # %% auto #0
 __all__ = ['recipe3d', 'train_job3d', 'write_volume_fixture', 'load_model3d', 'predict_job3d']
@@ -31,10 +30,55 @@ def recipe3d(recipe:Recipe=EM3D, # the recipe to change
     try: return recipe.replace(**opts).replace(dims=3).check()
     except ValueError as e: raise InputError(str(e) if str(e).startswith('unknown') else f"--{e}") from None
 
+# %% ../nbs/07a_cli3d.ipynb #d1ce88d2
+def _volume(v, split, spacing, **kw)->Volume:
+    "`v` itself if it is a `Volume` already (in memory, from Python), else read from disk with `load_volume`"
+    return v if isinstance(v, Volume) else load_volume(v, split, spacing, **kw)
+
+def _inputs3d(source, target, target_test, source_spacing, target_spacing, source_masks, target_test_masks)->tuple:
+    "The source, target and test volumes at their own voxel sizes, each checked for the labels it needs"
+    src = _volume(source, 'train', source_spacing, mask_path=source_masks)
+    tgt = _volume(target, 'train', target_spacing, labels=False)
+    tst = _volume(target_test or target, 'test', target_spacing, mask_path=target_test_masks)
+    if not src.labelled: raise InputError(f"{source}: the source needs masks (fix: --source_masks)")
+    if not tst.labelled:
+        raise InputError(f"{target_test or target}: the test volume needs masks (fix: --target_test_masks)")
+    return src, tgt, tst
+
+# %% ../nbs/07a_cli3d.ipynb #66ba06cf
+def _arch3d(r:Recipe)->dict:
+    "The 3-D U-Net of recipe `r`, described as checkpoints store it"
+    return dict(name='UNet3d', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width,
+                anisotropy=r.voxel_z / r.voxel_xy)
+
+def _build3d(arch:dict)->UNet3d: return UNet3d(**{k: v for k, v in arch.items() if k != 'name'})
+
+def _init_weights3d(init, arch:dict)->dict|None:
+    "The student weights of checkpoint `init` (None: no init), checked to fit the model `arch`"
+    if init is None: return None
+    check_file(init); sd = read_checkpoint(init)['model']
+    try: _build3d(arch).load_state_dict(sd)
+    except RuntimeError:
+        raise InputError(f"{init}: its weights do not fit this run's 3-D model "
+                         "(fix: the same width, depth, voxel size)") from None
+    return sd
+
+# %% ../nbs/07a_cli3d.ipynb #2a9c16ac
+def _report3d(learn, out:Path, secs:float, ck, tst:Volume, tst_n:Volume, tile:tuple, config:dict)->dict:
+    "Score the final student over the whole test volume; write metrics.json and history.csv; close the run"
+    scores = evaluate3d(learn.model, tst, tst_n, tile=tile)
+    rows, evals = run_history(learn)
+    res = dict(method=config['method'], target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
+               resumed_from=None if ck is None else str(ck), evaluations=evals, config=config)
+    atomic_save_json(res, out/'metrics.json')
+    write_csv(rows, out/'history.csv')
+    finish_run(out)
+    return res
+
 # %% ../nbs/07a_cli3d.ipynb #abd5f185
-def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, images/+masks/ folder, or a volume file
-                target:str=None, # target volumes (e.g. a Lucchi folder); its train split is used unlabelled
-                target_test:str=None, # labelled target test volume (default: the test split of target)
+def train_job3d(source=None, # labelled source: VNC III folder, images/+masks/ folder, volume file, or a Volume
+                target=None, # target (e.g. a Lucchi folder, or a Volume); its train split is used unlabelled
+                target_test=None, # labelled target test volume (default: the test split of target)
                 recipe:Recipe=None, # the settings (default: EM3D)
                 seed:int=0, # random seed
                 device:str=None, # 'cpu', 'cuda', ... (default: cuda if available)
@@ -45,7 +89,7 @@ def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, im
                 cbs=None, # extra fastai callbacks
                 distributed:bool=None, # not for 3-D (one process)
                 source_spacing=None, # voxel size of source, z,y,x nm, where its files do not record it
-                target_spacing=None, # voxel size of target and target_test, z,y,x nm, where their files do not record it
+                target_spacing=None, # voxel size of target and target_test, z,y,x nm, where files do not record it
                 source_masks:str=None, # masks of source when it is a volume file or a folder of slices
                 target_test_masks:str=None, # masks of target_test when it is a volume file or a folder of slices
                 init:str=None, # a 3-D checkpoint whose student starts student and teacher
@@ -58,52 +102,35 @@ def train_job3d(source:str=None, # labelled source volume(s): VNC III folder, im
     r = recipe3d(recipe or EM3D, **overrides)
     dev, out = pick_device(device), Path(out)
     check_run_folder(out, resume, overwrite)
-    voxel = (r.voxel_z, r.voxel_xy, r.voxel_xy)
-    arch = dict(name='UNet3d', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width, anisotropy=r.voxel_z / r.voxel_xy)
-    make = lambda: UNet3d(**{k: v for k, v in arch.items() if k != 'name'})
-    if init is not None:
-        check_file(init); init_sd = read_checkpoint(init)['model']
-        try: make().load_state_dict(init_sd)
-        except RuntimeError:
-            raise InputError(f"{init}: its weights do not fit this run's 3-D model (fix: the same width, depth, voxel size)") from None
-    src_n = load_volume(source, 'train', source_spacing, mask_path=source_masks)
-    tgt_n = load_volume(target, 'train', target_spacing, labels=False)
-    tst_n = load_volume(target_test or target, 'test', target_spacing, mask_path=target_test_masks)
-    if not src_n.labelled: raise InputError(f"{source}: the source needs masks (fix: --source_masks)")
-    if not tst_n.labelled: raise InputError(f"{target_test or target}: the test volume needs masks (fix: --target_test_masks)")
-    src, tgt, tst = (v.resample(voxel) for v in (src_n, tgt_n, tst_n))
+    voxel, arch = (r.voxel_z, r.voxel_xy, r.voxel_xy), _arch3d(r)
+    init_sd = _init_weights3d(init, arch)
+    vols = _inputs3d(source, target, target_test, source_spacing, target_spacing, source_masks, target_test_masks)
+    src, tgt, tst = (v.resample(voxel) for v in vols)
     meta = dict(model=arch, voxel=list(voxel), method=r.method, seed=seed, recipe=r.asdict(),
-                data=data_identity(source=src, target=tgt, target_test=tst), init=None if init is None else Path(init).name)
+                data=data_identity(source=src, target=tgt, target_test=tst),
+                init=None if init is None else Path(init).name)
     ck = start_run(out, meta, resume, overwrite)
     if dev.type == 'cpu': tune_cpu_allocator()
     set_seed(seed, reproducible=True)
-    eval_every = min(r.eval_every, r.iters)
-    dls = volume_dataloaders(src, tgt, tst, crop=(r.crop_z, r.crop, r.crop), bs=r.bs, iters_per_epoch=eval_every, seed=seed,
-                             device=dev, tile=tile)
-    model = make()
-    if init is not None: model.load_state_dict(init_sd)
+    dls = volume_dataloaders(src, tgt, tst, crop=(r.crop_z, r.crop, r.crop), bs=r.bs,
+                             iters_per_epoch=min(r.eval_every, r.iters), seed=seed, device=dev, tile=tile)
+    model = _build3d(arch)
+    if init_sd is not None: model.load_state_dict(init_sd)
     save = SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)
     learn = masktwins_learner3d(dls, r, model, seed=seed, cbs=[save] + list(cbs or []))
     secs = fit_run(learn, r, out, ck, progress)
-    scores = evaluate3d(learn.model, tst, tst_n, tile=tile)
-    rows, evals = run_history(learn)
-    res = dict(method=r.method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
-               resumed_from=None if ck is None else str(ck), evaluations=evals,
-               config=dict(r.asdict(), seed=seed, device=str(dev), voxel=list(voxel), source=str(source), target=str(target),
-                           target_test=str(target_test or target), source_spacing=list(src_n.spacing),
-                           target_spacing=list(tgt_n.spacing), shapes=dict(source=list(src.shape), target=list(tgt.shape),
-                           target_test=list(tst.shape), target_test_native=list(tst_n.shape))))
-    atomic_save_json(res, out/'metrics.json')
-    write_csv(rows, out/'history.csv')
-    finish_run(out)
-    return res
+    config = dict(r.asdict(), seed=seed, device=str(dev), voxel=list(voxel), source=str(source), target=str(target),
+                  target_test=str(target_test or target), source_spacing=list(vols[0].spacing),
+                  target_spacing=list(vols[1].spacing), shapes=dict(source=list(src.shape), target=list(tgt.shape),
+                  target_test=list(tst.shape), target_test_native=list(vols[2].shape)))
+    return _report3d(learn, out, secs, ck, tst, vols[2], tile, config)
 
 # %% ../nbs/07a_cli3d.ipynb #9f407d20
 def write_volume_fixture(folder, # where to write
                          shape:tuple=(8, 48, 48), # volume shape (voxels)
                          seed:int=0, # random seed
                         )->tuple: # (source folder, target folder)
-    "Toy data on disk: source/raw + source/mitochondria PNG slices (no voxel size), target/ in the Lucchi layout (ImageJ TIFFs)"
+    "Toy data on disk: source/raw + source/mitochondria PNG slices (no voxel size), target/ in the Lucchi layout"
     from PIL import Image
     folder = Path(folder); src, tgt = folder/'source', folder/'target'
     s = synthetic_volume(shape, 'source', seed)

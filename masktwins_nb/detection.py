@@ -51,14 +51,15 @@ def sphere_target(points, # (N, ndim) point coordinates (pixels/voxels)
                   radius:float, # ball radius in physical units
                   spacing:tuple|None=None, # voxel size per axis (default 1)
                  )->np.ndarray: # uint8 {0, 1}: 1 within radius of a point
-    "Balls around points: a two-class detection target (the level set of `blob_target` with sigma = radius at exp(-1/2))"
+    "Balls around points: a two-class detection target (`blob_target` with sigma = radius, cut at exp(-1/2))"
     sp = np.ones(len(shape)) if spacing is None else np.asarray(spacing, float)
     out = np.zeros(shape, np.uint8)
     for p in np.asarray(points, float).reshape(-1, len(shape)):
         lo = [max(0, int(np.floor(c - radius / s))) for c, s in zip(p, sp)]
         hi = [min(n, int(np.ceil(c + radius / s)) + 1) for c, n, s in zip(p, shape, sp)]
         g = np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, p, sp)], indexing='ij')
-        out[tuple(slice(a, b) for a, b in zip(lo, hi))] |= (sum(x ** 2 for x in g) <= radius ** 2 + 1e-9).astype(np.uint8)
+        ball = sum(x ** 2 for x in g) <= radius ** 2 + 1e-9
+        out[tuple(slice(a, b) for a, b in zip(lo, hi))] |= ball.astype(np.uint8)
     return out
 
 # %% ../nbs/03b_detection.ipynb #8457781f
@@ -70,7 +71,8 @@ def find_peaks(heat, # (H, W) or (D, H, W) heat map / probability
     h = torch.as_tensor(np.asarray(heat, np.float32))
     md = np.broadcast_to(np.asarray(min_distance, int), (h.ndim,))
     k = tuple(int(2 * r + 1) for r in md)
-    pool = (F.max_pool2d if h.ndim == 2 else F.max_pool3d)(h[None, None], k, stride=1, padding=tuple(int(r) for r in md))
+    max_pool = F.max_pool2d if h.ndim == 2 else F.max_pool3d
+    pool = max_pool(h[None, None], k, stride=1, padding=tuple(int(r) for r in md))
     pool = pool[0, 0]
     cand = ((h == pool) & (h >= threshold)).nonzero().numpy()
     scores = h.numpy()[tuple(cand.T)] if len(cand) else np.zeros(0, np.float32)
@@ -90,7 +92,7 @@ def match_points(pred, # (P, ndim) predicted points
                  true, # (T, ndim) true points
                  max_dist:float, # largest matching distance (inclusive), in physical units
                  spacing:tuple|None=None, # voxel size per axis (default 1)
-                 rule:str='waspsyn', # 'waspsyn': least total distance, then far pairs dropped; 'max': most pairs within reach
+                 rule:str='waspsyn', # 'waspsyn': least total distance, far pairs dropped; 'max': most pairs in reach
                 )->list: # matched (pred index, true index) pairs
     "One-to-one matching of predicted to true points within `max_dist` (see `MATCH_RULES`)"
     if rule not in MATCH_RULES: raise ValueError(f"rule must be one of {MATCH_RULES}, got {rule!r}")
@@ -104,7 +106,13 @@ def match_points(pred, # (P, ndim) predicted points
     rows, cols = linear_sum_assignment(cost)
     return [(int(i), int(j)) for i, j in zip(rows, cols) if ok[i, j]]
 
-def detection_scores(pred, true, max_dist:float, spacing:tuple|None=None, rule:str='waspsyn')->dict:
+# %% ../nbs/03b_detection.ipynb #bd6c9bd0
+def detection_scores(pred, # (P, ndim) predicted points
+                     true, # (T, ndim) true points
+                     max_dist:float, # largest matching distance (inclusive), in physical units
+                     spacing:tuple|None=None, # voxel size per axis (default 1)
+                     rule:str='waspsyn', # one of MATCH_RULES
+                    )->dict:
     "tp, fp, fn, precision, recall and F1 of the one-to-one matching (see `match_points`)"
     n_p, n_t = len(pred), len(true)
     tp = len(match_points(pred, true, max_dist, spacing, rule))

@@ -4,25 +4,28 @@
 
 # %% ../nbs/09a_jobs.ipynb #d338e92d
 from __future__ import annotations
-import os, hashlib
+import hashlib
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from fastai.learner import Learner
-from fastai.torch_core import set_seed, num_distrib, rank_distrib
+from fastai.torch_core import set_seed
 from .data import (load_domain, synthetic_em_pair, em_dataloaders, read_stack, read_masks, normalize,
                                rescale_stack, InputError, check_file, EMDomain)
 from .models import UNet
 from .metrics import binary_scores, CITYSCAPES_CLASSES
-from .learner import masktwins_learner, atomic_write, predict_volume, SaveEveryEpoch
+from .learner import masktwins_learner, evaluate
+from .checkpoints import atomic_write, SaveEveryEpoch
+from .inference import predict_volume
 from .cpu import tune_cpu_allocator
 from .run import (read_checkpoint, check_run_folder, data_identity, start_run, fit_run, run_history,
                               finish_run, write_csv, atomic_save_json, pick_device, checkpoint_weights,
                               prediction_paths, write_prediction)
 from .reliability import check_inputs
+from .distributed import distributed_world, local_device
 from .selection import add_label_free_scores
 from .recipe import Recipe, EM, SYNTHETIC
-from .recipes import PRESETS, preset_config, preset_dataloaders, natural_learner
+from .recipes import preset_config, preset_dataloaders, natural_learner
 
 # %% auto #0
 __all__ = ['check_options', 'score_model', 'em_learner', 'plot_curves', 'train_job', 'load_model', 'predict_job', 'eval_job',
@@ -49,27 +52,12 @@ def score_model(model:nn.Module, # a binary segmentation model
     "Foreground IoU, F1, MCC and AP of `model` on a whole labelled test set, all slices pooled"
     if isinstance(test, EMDomain):   # (a fastai loader also answers .images: its dataset's)
         if test.masks is None: raise InputError(f"{getattr(test, 'name', 'test data')}: scoring needs masks")
-        prob = predict_volume(model, test.images, tile=tile, overlap=overlap, bs=bs, device=device, progress=False)
-        res = {k: float(v) for k, v in binary_scores(prob, test.masks, thr=thr).items()}
-        return (res, prob) if keep_prob else res
+        return evaluate(model, test, tile=tile, overlap=overlap, bs=bs, device=device, thr=thr, keep_prob=keep_prob)
     model.eval(); probs, ys = [], []
     with torch.no_grad():
         for xb, yb in test:
             probs.append(model(xb.to(device)).float().softmax(1)[:, 1].flatten().cpu()); ys.append(yb.flatten().cpu())
     return {k: float(v) for k, v in binary_scores(torch.cat(probs), torch.cat(ys), thr=thr).items()}
-
-# %% ../nbs/09a_jobs.ipynb #3b25f646
-def _distributed(flag=None)->tuple: # (world size, rank)
-    "World size and rank of a `torchrun` / `accelerate launch` (Accelerate joins the process group when training starts)"
-    world = num_distrib()
-    if flag and world < 2: raise InputError("distributed training needs several processes (fix: launch with "
-                                           "`accelerate launch --multi_gpu --num_processes N $(which masktwins_train) ...` "
-                                           "or `torchrun --nproc_per_node N $(which masktwins_train) ...`)")
-    if world < 2 or flag is False: return 1, 0
-    return world, rank_distrib()
-
-def _local_device():
-    return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0))) if torch.cuda.is_available() else torch.device('cpu')
 
 # %% ../nbs/09a_jobs.ipynb #27c44213
 def em_learner(src, # labelled source EMDomain
@@ -86,7 +74,7 @@ def em_learner(src, # labelled source EMDomain
     "The seeded data, U-Net and learner of one 2-D EM run, with label-free scores at every evaluation"
     r = recipe
     set_seed(seed, reproducible=True)
-    # several processes share each epoch's crops (`RankDL`): N x the batches, every rank does `eval_every` steps per epoch
+    # processes share each epoch's crops (`RankDL`): N x the batches, each rank does `eval_every` steps per epoch
     dls = em_dataloaders(src, tgt, tst, crop=r.crop, downscale=r.downscale if downscale is None else downscale, bs=r.bs,
                          iters_per_epoch=min(r.eval_every, r.iters) * world, seed=seed, device=device)
     model = UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width)
@@ -113,21 +101,29 @@ def _start_weights(fname, model:nn.Module)->dict:
     if sd is None: raise InputError(f"{fname}: no model weights (fix: pass a model.pth written by masktwins_train)")
     try: model.load_state_dict(sd)
     except RuntimeError:
-        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit this run's model ({_arch(model.state_dict())}) "
+        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit this run's model "
+                         f"({_arch(model.state_dict())}) "
                          "(fix: the same --width and --depth as the run that wrote it)") from None
     return sd
 
 # %% ../nbs/09a_jobs.ipynb #cc79c16b
-def plot_curves(rows, evals, iters_per_eval, fname=None, title=''):
+def plot_curves(rows, # per-iteration dicts of loss terms (run_history)
+                evals, # per-evaluation dicts of validation scores (run_history)
+                iters_per_eval, # training iterations between two evaluations
+                fname=None, # save the figure to this file (72 dpi) and close it
+                title='', # the run's name, in the title of the left panel
+               ):
     "Loss terms per iteration (left) and validation scores per evaluation (right)."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     keys = [k for k in ('loss', 'src_ce', 'tgt_ce', 'cm_mse', 'pl_weight') if rows and k in rows[0]]
     it = [r['iter'] for r in rows]
     for k in keys: a.plot(it, [r[k] for r in rows], label=k, lw=1)
-    a.set_xlabel('iteration'); a.set_yscale('log'); a.legend(fontsize=7); a.set_title(f'{title} training'.strip(), fontsize=9)
+    a.set_xlabel('iteration'); a.set_yscale('log'); a.legend(fontsize=7)
+    a.set_title(f'{title} training'.strip(), fontsize=9)
+    at = [(i + 1) * iters_per_eval for i in range(len(evals))]
     for k in ('iou', 'f1', 'mcc', 'ap'):
-        if evals and k in evals[0]: b.plot([(i + 1) * iters_per_eval for i in range(len(evals))], [e[k] for e in evals], 'o-', label=k, ms=3)
+        if evals and k in evals[0]: b.plot(at, [e[k] for e in evals], 'o-', label=k, ms=3)
     b.set_xlabel('iteration'); b.set_ylim(0, 1); b.legend(fontsize=7); b.set_title('target validation', fontsize=9)
     plt.tight_layout()
     if fname is not None: fig.savefig(fname, dpi=72); plt.close(fig)
@@ -135,60 +131,97 @@ def plot_curves(rows, evals, iters_per_eval, fname=None, title=''):
 
 # %% ../nbs/09a_jobs.ipynb #bf55a9b2
 def train_job(source:str=None, # labelled source data (VNC III folder, images/+masks/ folder, or a volume file)
-              target:str=None, # target data (a Lucchi folder, images/ folder or volume); its train split is used unlabelled
+              target:str=None, # target data (Lucchi folder, images/ folder or volume): its train split, unlabelled
               target_test:str=None, # labelled target test data (default: the test split of target)
               recipe:Recipe=None, # the settings (default: EM with data, SYNTHETIC without)
               seed:int=0, # random seed
               device:str=None, # 'cpu', 'cuda', 'cuda:1' ... (default: cuda if available)
               out:str='masktwins_run', # output folder
               progress:bool=True, # progress bars
-              resume=False, # True: continue out/model.interrupted.pth (else out/model.pth) if there is one; or a checkpoint path
+              resume=False, # True: continue out/model.interrupted.pth (else model.pth) if any; or a checkpoint path
               overwrite:bool=False, # replace an earlier run in out (its own files only; nothing else in out is touched)
               cbs=None, # extra fastai callbacks
-              distributed:bool=None, # data-parallel over the processes of a torchrun/accelerate launch; None: when WORLD_SIZE > 1
+              distributed:bool=None, # data-parallel over torchrun / accelerate processes; None: when WORLD_SIZE > 1
               source_masks:str=None, # masks of source when it is a volume file or a folder of slices
               target_test_masks:str=None, # masks of target_test when it is a volume file or a folder of slices
-              init:str=None, # a checkpoint to start from (its student starts student and teacher): a source-pretrained start
+              init:str=None, # a checkpoint whose student starts student and teacher: a source-pretrained start
               **overrides, # recipe fields to change: method='mic', iters=500, ... (None values are ignored)
-             )->dict:
-    "Train one method; write checkpoint, metrics, history and curves to `out`; return the metrics. Everything is checked first."
-    if (source is None) != (target is None): raise InputError("Give both --source and --target, or neither (synthetic default)")
+             )->dict: # the metrics, as written to metrics.json
+    "Train one method, everything checked first; write checkpoint, metrics, history and curves to `out`"
+    if (source is None) != (target is None):
+        raise InputError("Give both --source and --target, or neither (synthetic default)")
     r = check_options(recipe or (SYNTHETIC if source is None else EM), **overrides)
-    world, rank = _distributed(distributed)
+    world, rank = distributed_world(distributed)
     main = rank == 0   # only the first process writes to `out`
-    dev = pick_device(device) if world == 1 or device is not None else _local_device()
+    dev = pick_device(device) if world == 1 or device is not None else local_device()
     out = Path(out)
     if main: check_run_folder(out, resume, overwrite)
     init_sd = None
     if init is not None:   # checked before any data is read or anything written
-        check_file(init); init_sd = _start_weights(init, UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width))
-    if source is None: src, tgt, tst = synthetic_em_pair(seed=seed)
-    else:
-        src = load_domain(source, split='train', mask_path=source_masks)
-        tgt = load_domain(target, split='train', labels=False)
-        tst = load_domain(target_test or target, split='test', mask_path=target_test_masks)
-        check_inputs(src, tgt, tst, crop=r.crop, downscale=r.downscale,
-                     paths=dict(source=source, target=target, target_test=target_test or target))
-    meta = dict(model=dict(name='UNet', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width), downscale=r.downscale,
-                method=r.method, seed=seed, recipe=r.asdict(), data=data_identity(source=src, target=tgt, target_test=tst),
-                init=None if init is None else _file_id(init))
-    ck = start_run(out, meta, resume, overwrite, main)   # the first write: folder, stale temporaries gone, old run replaced
+        check_file(init)
+        init_sd = _start_weights(init, UNet(in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width))
+    src, tgt, tst = _em_domains(source, target, target_test, source_masks, target_test_masks, r, seed)
+    meta = _em_meta(r, seed, src, tgt, tst, init)
+    ck = start_run(out, meta, resume, overwrite, main)   # the first write: folder, stale temporaries, old run replaced
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (see 15_cpu)
-    learn = em_learner(src, tgt, tst, r, seed, dev, init_sd=init_sd, world=world,
-                       cbs=([SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []) + list(cbs or []))
+    save = [SaveEveryEpoch(out/'model.interrupted.pth', meta=meta)] if main else []
+    learn = em_learner(src, tgt, tst, r, seed, dev, init_sd=init_sd, world=world, cbs=save + list(cbs or []))
     secs = fit_run(learn, r, out, ck, progress, world=world, main=main)
     scores = score_model(learn.model, learn.dls.valid, device=dev)
     rows, evals = run_history(learn)
     res = dict(method=r.method, target_test=scores, seconds=round(secs, 1), iters=int(learn.train_iter),
-               resumed_from=None if ck is None else str(ck), config=dict(r.asdict(), seed=seed, device=str(dev), world_size=world,
-               source=str(source or 'synthetic'), target=str(target or 'synthetic')), evaluations=evals)
-    if main:   # results first, the rename last: a folder with model.pth holds a finished run
-        atomic_save_json(res, out/'metrics.json')
-        write_csv(rows, out/'history.csv')
-        every = min(r.eval_every, r.iters)
-        atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, every, f, title=r.method))
-        finish_run(out)
+               resumed_from=None if ck is None else str(ck),
+               config=dict(r.asdict(), seed=seed, device=str(dev), world_size=world,
+                           source=str(source or 'synthetic'), target=str(target or 'synthetic')),
+               evaluations=evals)
+    if main: _write_run(out, res, rows, evals, r)
     return res
+
+# %% ../nbs/09a_jobs.ipynb #1b50c2b6
+def _em_domains(source, # labelled source data (None: the synthetic pair)
+                target, # target data
+                target_test, # labelled target test data (None: the test split of target)
+                source_masks, # masks of a source volume file or folder of slices
+                target_test_masks, # masks of a target_test volume file or folder of slices
+                r:Recipe, # crop and downscale, checked against the data
+                seed:int, # seed of the synthetic pair
+               )->tuple: # (source, target, test) EMDomains
+    "The source, target and target test domains of a 2-D run: read and checked, or the synthetic pair"
+    if source is None: return synthetic_em_pair(seed=seed)
+    src = load_domain(source, split='train', mask_path=source_masks)
+    tgt = load_domain(target, split='train', labels=False)
+    tst = load_domain(target_test or target, split='test', mask_path=target_test_masks)
+    check_inputs(src, tgt, tst, crop=r.crop, downscale=r.downscale,
+                 paths=dict(source=source, target=target, target_test=target_test or target))
+    return src, tgt, tst
+
+# %% ../nbs/09a_jobs.ipynb #7cc0ea6d
+def _em_meta(r:Recipe, # the checked recipe
+             seed:int, # random seed
+             src, # source EMDomain
+             tgt, # target EMDomain
+             tst, # target test EMDomain
+             init=None, # start checkpoint, if any
+            )->dict:
+    "The description of a 2-D EM run that its checkpoints carry and a resume must match"
+    return dict(model=dict(name='UNet', in_ch=1, n_classes=r.n_classes, depth=r.depth, width=r.width),
+                downscale=r.downscale, method=r.method, seed=seed, recipe=r.asdict(),
+                data=data_identity(source=src, target=tgt, target_test=tst),
+                init=None if init is None else _file_id(init))
+
+# %% ../nbs/09a_jobs.ipynb #4ea8010c
+def _write_run(out:Path, # the run's folder
+               res:dict, # the metrics
+               rows:list, # per-iteration loss terms
+               evals:list, # per-evaluation scores
+               r:Recipe, # the run's recipe (evaluation interval, method)
+              ):
+    "Write metrics.json, history.csv and curves.png, then rename the checkpoint to model.pth"
+    atomic_save_json(res, out/'metrics.json')
+    write_csv(rows, out/'history.csv')
+    every = min(r.eval_every, r.iters)
+    atomic_write(out/'curves.png', lambda f: plot_curves(rows, evals, every, f, title=r.method))
+    finish_run(out)
 
 # %% ../nbs/09a_jobs.ipynb #6c470f83
 def load_model(fname, # checkpoint written by train_job / save_checkpoint
@@ -197,14 +230,34 @@ def load_model(fname, # checkpoint written by train_job / save_checkpoint
               )->tuple: # (model, meta)
     "Rebuild the model described in a checkpoint and load its weights."
     sd, meta, cfg = checkpoint_weights(fname, use)
-    if cfg.pop('name', 'UNet') != 'UNet': raise InputError(f"{fname}: only UNet checkpoints can be rebuilt from their description")
+    if cfg.pop('name', 'UNet') != 'UNet':
+        raise InputError(f"{fname}: only UNet checkpoints can be rebuilt from their description")
     model = UNet(**cfg)
     try: model.load_state_dict(sd)
     except RuntimeError:
-        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit the model it describes ({_arch(model.state_dict())}) "
+        raise InputError(f"{fname}: its weights ({_arch(sd)}) do not fit the model it describes "
+                         f"({_arch(model.state_dict())}) "
                          "(fix: pass an unmodified checkpoint written by masktwins_train)") from None
     return model.to(pick_device(device)).eval(), meta
 
+# %% ../nbs/09a_jobs.ipynb #e6ccb134
+def _predict_stack(model:nn.Module, # a binary segmentation model
+                   vol:np.ndarray, # raw (N,H,W) stack
+                   f:int, # the checkpoint's downscale factor
+                   tile:int, # tile size (pixels, after downscaling)
+                   overlap:float, # tile overlap
+                   progress:bool, # a progress bar over slices
+                  )->np.ndarray: # foreground probability (N,H,W)
+    "Foreground probability of a raw stack at its own size: downscaled and normalised as in training, then back"
+    n, h, w = vol.shape
+    x = normalize(rescale_stack(vol, f, 'area') if f != 1 else vol.astype(np.float32))
+    prob = predict_volume(model, x, tile=tile, overlap=overlap, progress=progress)
+    if prob.shape[1:] != (h, w):
+        prob = torch.nn.functional.interpolate(torch.from_numpy(prob)[:, None], size=(h, w), mode='bilinear',
+                                               align_corners=False)[:, 0].numpy()
+    return prob
+
+# %% ../nbs/09a_jobs.ipynb #3a8f9e9c
 def predict_job(checkpoint:str, # checkpoint (model.pth)
                 input:str, # TIFF/PNG stack, folder of slices or HDF5 file
                 out:str='predictions', # output folder
@@ -213,29 +266,25 @@ def predict_job(checkpoint:str, # checkpoint (model.pth)
                 thr:float=0.5, # threshold for the mask
                 use:str='student', # student or teacher weights
                 device:str=None, # cpu, cuda, ...
-                progress:bool=True,
+                progress:bool=True, # a progress bar over slices
                 overwrite:bool=False, # replace existing <name>_prob.tif / <name>_mask.tif
                 spacing:str=None, # 3-D checkpoints: voxel size of input, z,y,x in nm, where its file does not record it
                )->dict: # paths written
-    "Predict a stack with a trained checkpoint; write probability and mask TIFFs (never over existing ones unless `overwrite`)."
-    if ((read_checkpoint(checkpoint).get('meta') or {}).get('model') or {}).get('name') == 'UNet3d':   # volumes (07a_cli3d)
+    "Predict a stack with a trained checkpoint; write probability and mask TIFFs (over old ones only with `overwrite`)"
+    kind = ((read_checkpoint(checkpoint).get('meta') or {}).get('model') or {}).get('name')
+    if kind == 'UNet3d':   # volumes (07a_cli3d)
         from masktwins_nb.cli3d import predict_job3d
         return predict_job3d(checkpoint, input, out, tile=tile, overlap=overlap, thr=thr, use=use, device=device,
                              overwrite=overwrite, spacing=spacing)
     paths = prediction_paths(input, out, tile, overlap, thr, overwrite)
     model, meta = load_model(checkpoint, use=use, device=device)
     vol = read_stack(input)   # refuses NaN/inf pixels, naming the slice
-    n, h, w = vol.shape
-    f = meta.get('downscale', 1) or 1
-    x = normalize(rescale_stack(vol, f, 'area') if f != 1 else vol.astype(np.float32))
-    prob = predict_volume(model, x, tile=tile, overlap=overlap, progress=progress)
-    if prob.shape[1:] != (h, w):
-        prob = torch.nn.functional.interpolate(torch.from_numpy(prob)[:, None], size=(h, w), mode='bilinear', align_corners=False)[:, 0].numpy()
+    prob = _predict_stack(model, vol, meta.get('downscale', 1) or 1, tile, overlap, progress)
     return write_prediction(paths, prob, thr, compression='zlib', photometric='minisblack')
 
 # %% ../nbs/09a_jobs.ipynb #48bf57ed
 def _as_probability(p:np.ndarray, name, scale:float|None=None)->np.ndarray:
-    "Probabilities in [0, 1] from a prediction stack: bool / 0-1 / uint8 0-255 by dtype, floats as they are; anything else refused"
+    "Probabilities in [0, 1] from a prediction stack, read by dtype (bool, 0/1, uint8 0-255, float); else refused"
     if scale is not None:
         if not scale > 0: raise InputError(f"--scale {scale}: must be > 0")
         p = p.astype(np.float32) / scale
@@ -243,17 +292,20 @@ def _as_probability(p:np.ndarray, name, scale:float|None=None)->np.ndarray:
     elif p.dtype.kind in 'ui':
         hi = int(p.max())
         if hi > 255:
-            raise InputError(f"{name}: integer values up to {hi} (fix: pass --scale, e.g. {np.iinfo(p.dtype).max} or 100)")
+            raise InputError(f"{name}: integer values up to {hi} "
+                             f"(fix: pass --scale, e.g. {np.iinfo(p.dtype).max} or 100)")
         p = p.astype(np.float32) / (255. if hi > 1 else 1.)
     else: p = p.astype(np.float32)
     bad = int((~np.isfinite(p)).sum())
-    if bad: raise InputError(f"{name}: {bad} non-finite values (NaN/inf) (fix: a probability map has none; check the file)")
+    if bad:
+        raise InputError(f"{name}: {bad} non-finite values (NaN/inf) (fix: a probability map has none; check the file)")
     lo, hi = float(p.min()), float(p.max())
     if lo < 0 or hi > 1:
-        raise InputError(f"{name}: values in [{lo:.6g}, {hi:.6g}], outside [0, 1] (fix: pass probabilities, or --scale S "
-                         "to divide by S, e.g. 100 for percentages; logits need a sigmoid/softmax first)")
+        raise InputError(f"{name}: values in [{lo:.6g}, {hi:.6g}], outside [0, 1] (fix: pass probabilities, "
+                         "or --scale S to divide by S, e.g. 100 for percentages; logits need a sigmoid/softmax first)")
     return p
 
+# %% ../nbs/09a_jobs.ipynb #728af1d3
 def eval_job(pred:str, # predicted probability (float, 0..1) or mask (0/1, 0/255) stack
              truth:str, # ground-truth mask stack
              thr:float=0.5, # threshold on the probability
@@ -269,15 +321,6 @@ def eval_job(pred:str, # predicted probability (float, 0..1) or mask (0/1, 0/255
     return res
 
 # %% ../nbs/09a_jobs.ipynb #24481f08
-def _per_class(learn)->dict:
-    "mIoU16/13 and per-class IoU of the learner's last validation (the `MeanIoU` metrics keep its confusion matrix)"
-    m16, m13 = (next(m for m in learn.metrics if getattr(m, 'name', None) == n) for n in ('miou16', 'miou13'))
-    if m16.cm is None:   # no validation in this fit (resuming a finished run): validate now
-        with learn.no_bar(), learn.no_logging(): learn.validate()
-    iou = m16.per_class.tolist()
-    return dict(miou16=m16.value, miou13=m13.value,
-                per_class={CITYSCAPES_CLASSES[i]: (None if v != v else v) for i, v in enumerate(iou)})
-
 def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                target, # Cityscapes root (leftImg8bit/train used without labels; gtFine/val for validation)
                preset:str='synthia2cityscapes', # a key of PRESETS
@@ -290,7 +333,7 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                device=None, # default: cuda when available
                progress:bool=True, # progress bars
                valid_n:int|None=None, # validate on this many images (default all)
-               resume=False, # True: continue out/model.interrupted.pth (else out/model.pth) if there is one; or a checkpoint path
+               resume=False, # True: continue out/model.interrupted.pth (else model.pth) if any; or a checkpoint path
                overwrite:bool=False, # replace an earlier run in out (its own files only)
                cbs=None, # extra fastai callbacks
                **overrides, # preset entries to replace (iters, bs, crop, lr, variant, eval_every, ...)
@@ -301,24 +344,53 @@ def preset_job(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     check_run_folder(out, resume, overwrite)   # before any data is read
     dev = pick_device(device)
     if dev.type == 'cpu': tune_cpu_allocator()   # keep freed activations in the process (15_cpu)
-    set_seed(seed, reproducible=True)
-    dls = preset_dataloaders(source, target, cfg, target_test, seed=seed, device=dev, valid_n=valid_n)
-    if len(dls.valid) == 0: raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
-                                             "or pass target_test)")
-    learn = natural_learner(dls, cfg, pretrained_path=pretrained, method=method, seed=seed)
-    meta = dict(model=dict(name='DAFormer', variant=cfg.variant, n_classes=cfg.n_classes), preset=preset, method=method, seed=seed,
-                downscale=downscale, recipe=cfg.asdict())
+    learn = _preset_learner(source, target, cfg, target_test, seed, dev, valid_n, pretrained, method)
+    meta = dict(model=dict(name='DAFormer', variant=cfg.variant, n_classes=cfg.n_classes), preset=preset,
+                method=method, seed=seed, downscale=downscale, recipe=cfg.asdict())
     ck = start_run(out, meta, resume, overwrite)
     learn.add_cb(SaveEveryEpoch(out/'model.interrupted.pth', meta=meta))
     secs = fit_run(learn, cfg, out, ck, progress, head_mult=cfg.head_mult, cbs=cbs)
-    res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter), resumed_from=None if ck is None else str(ck),
-               **_per_class(learn),
-               config=cfg.asdict(),
+    res = dict(preset=preset, method=method, seconds=round(secs, 1), iters=int(learn.train_iter),
+               resumed_from=None if ck is None else str(ck), **_per_class(learn), config=cfg.asdict(),
                source=str(source), target=str(target), device=str(dev))
     atomic_save_json(res, out/'metrics.json')
-    hist = lambda name: getattr(getattr(learn, name, None), 'history', None) or []   # a loss callback's rows
-    mix = {h['iter']: h for h in hist('class_mix')}
-    rows = [{**mix.get(r['iter'], {}), **r} for r in hist('mask_twins')]
+    rows = _preset_rows(learn)
     if rows: write_csv(rows, out/'history.csv')
     finish_run(out)
     return res
+
+# %% ../nbs/09a_jobs.ipynb #ebcfd523
+def _preset_learner(source, # SYNTHIA-RAND-CITYSCAPES root
+                    target, # Cityscapes root
+                    cfg:Recipe, # the preset's recipe
+                    target_test, # what to validate on (None: target, split val)
+                    seed:int, # random seed (set first)
+                    dev, # where batches go
+                    valid_n:int|None, # validate on this many images (None: all)
+                    pretrained, # local ImageNet MiT weights
+                    method:str, # the method of METHODS
+                   )->Learner:
+    "The seeded data, DAFormer and learner of a natural-image preset run; refuses data without validation images"
+    set_seed(seed, reproducible=True)
+    dls = preset_dataloaders(source, target, cfg, target_test, seed=seed, device=dev, valid_n=valid_n)
+    if len(dls.valid) == 0:
+        raise InputError(f"{target}: no labelled validation images (fix: the Cityscapes root needs gtFine/val, "
+                         "or pass target_test)")
+    return natural_learner(dls, cfg, pretrained_path=pretrained, method=method, seed=seed)
+
+# %% ../nbs/09a_jobs.ipynb #24d86ccc
+def _per_class(learn)->dict:
+    "mIoU16/13 and per-class IoU of the learner's last validation (the `MeanIoU` metrics keep its confusion matrix)"
+    m16, m13 = (next(m for m in learn.metrics if getattr(m, 'name', None) == n) for n in ('miou16', 'miou13'))
+    if m16.cm is None:   # no validation in this fit (resuming a finished run): validate now
+        with learn.no_bar(), learn.no_logging(): learn.validate()
+    iou = m16.per_class.tolist()
+    return dict(miou16=m16.value, miou13=m13.value,
+                per_class={CITYSCAPES_CLASSES[i]: (None if v != v else v) for i, v in enumerate(iou)})
+
+# %% ../nbs/09a_jobs.ipynb #27aead3d
+def _preset_rows(learn)->list:
+    "Per-iteration rows of a preset run: MaskTwins' loss terms with ClassMix's of the same iteration"
+    hist = lambda name: getattr(getattr(learn, name, None), 'history', None) or []   # a loss callback's rows
+    mix = {h['iter']: h for h in hist('class_mix')}
+    return [{**mix.get(r['iter'], {}), **r} for r in hist('mask_twins')]

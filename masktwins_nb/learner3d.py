@@ -9,12 +9,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from kornia.enhance import adjust_brightness, adjust_contrast_with_mean_subtraction, adjust_gamma
 from fastai.torch_core import default_device
+from fastcore.basics import patch
 from .data import EMDataLoader, EMDataLoaders, load_domain, normalize, InputError, H5_EXTS
 from .volumes import volume_spacing, resample_volume, random_crop3d
-from .models3d import UNet3d, predict_volume3d
-from .callbacks import StrongAug, random_blur
+from .models3d import UNet3d
+from .inference import predict_volume3d
+from .augment import StrongAug, random_blur
 from .learner import masktwins_learner
 from .metrics import binary_scores
 from .recipe import Recipe, EM3D
@@ -38,32 +39,43 @@ class Volume:
         self.images = normalize(im) if norm else im.astype(np.float32)
         if masks is not None:
             masks = np.asarray(masks)
-            if masks.shape != im.shape: raise InputError(f"{name}: masks {masks.shape} differ from the images {im.shape}")
+            if masks.shape != im.shape:
+                raise InputError(f"{name}: masks {masks.shape} differ from the images {im.shape}")
             masks = masks.astype(np.uint8)
         self.masks, self.name = masks, name
         self.spacing = tuple(None if s is None else float(s) for s in spacing)
-
-    @property
-    def shape(self)->tuple: return self.images.shape
-    @property
-    def labelled(self)->bool: return self.masks is not None
     def __repr__(self):
         sp = ' x '.join('?' if s is None else f'{s:g}' for s in self.spacing)
         lab = 'labelled' if self.labelled else 'unlabelled'
         return f"Volume('{self.name}', {'x'.join(map(str, self.shape))}, {sp} nm, {lab})"
 
-    def resample(self, voxel:tuple)->Volume:
-        "A copy at voxel size `voxel` (z, y, x) nm, images normalised again"
-        if None in self.spacing:
-            raise InputError(f"{self.name}: unknown voxel size {self.spacing} (fix: give the spacing, z,y,x in nm)")
-        if tuple(map(float, voxel)) == self.spacing: return self
-        return Volume(resample_volume(self.images, self.spacing, voxel),
-                      None if self.masks is None else resample_volume(self.masks, self.spacing, voxel, mask=True),
-                      voxel, self.name)
+# %% ../nbs/06a_learner3d.ipynb #5a93c89e
+@patch(as_prop=True)
+def shape(self:Volume)->tuple:
+    "(D, H, W) of the images"
+    return self.images.shape
 
-    def sections(self, z:slice)->Volume:
-        "The z-slices `z` (images not renormalised)"
-        return Volume(self.images[z], None if self.masks is None else self.masks[z], self.spacing, self.name, norm=False)
+@patch(as_prop=True)
+def labelled(self:Volume)->bool:
+    "Whether the volume has masks"
+    return self.masks is not None
+
+
+# %% ../nbs/06a_learner3d.ipynb #b1de23a0
+@patch
+def resample(self:Volume, voxel:tuple)->Volume:
+    "A copy at voxel size `voxel` (z, y, x) nm, images normalised again"
+    if None in self.spacing:
+        raise InputError(f"{self.name}: unknown voxel size {self.spacing} (fix: give the spacing, z,y,x in nm)")
+    if tuple(map(float, voxel)) == self.spacing: return self
+    return Volume(resample_volume(self.images, self.spacing, voxel),
+                  None if self.masks is None else resample_volume(self.masks, self.spacing, voxel, mask=True),
+                  voxel, self.name)
+
+@patch
+def sections(self:Volume, z:slice)->Volume:
+    "The z-slices `z` (images not renormalised)"
+    return Volume(self.images[z], None if self.masks is None else self.masks[z], self.spacing, self.name, norm=False)
 
 # %% ../nbs/06a_learner3d.ipynb #4e79511f
 def _volume_file(path, split:str):
@@ -75,6 +87,7 @@ def _volume_file(path, split:str):
     s = str(path).lower()
     return path if p.suffix.lower() in ('.tif', '.tiff') or any(e + '/' in s for e in H5_EXTS) else None
 
+# %% ../nbs/06a_learner3d.ipynb #c7818d4a
 def load_volume(path, # any layout of load_domain, or a volume file ('f.h5/key' for HDF5)
                 split:str='train', # 'train' or 'test' (Lucchi layout, or path/<split>/ sub-folders)
                 spacing=None, # voxel size (z, y, x) in nm, or 'z,y,x'; replaces the file's metadata
@@ -84,11 +97,13 @@ def load_volume(path, # any layout of load_domain, or a volume file ('f.h5/key' 
                )->Volume:
     "A `Volume` from disk, with its voxel size from the file or from `spacing`"
     if isinstance(spacing, str): spacing = tuple(float(v) for v in spacing.replace('x', ',').split(','))
-    if spacing is not None and len(spacing) != 3: raise InputError(f"spacing {spacing}: give three numbers, z,y,x in nm")
+    if spacing is not None and len(spacing) != 3:
+        raise InputError(f"spacing {spacing}: give three numbers, z,y,x in nm")
     f = _volume_file(path, split)
     sp = tuple(spacing) if spacing is not None else (volume_spacing(f) if f is not None else (None, None, None))
     if None in sp: raise InputError(f"{path}: the voxel size is not recorded in the file (found {sp}) "
-                                    "(fix: give it, e.g. --source_spacing 50,4.6,4.6 / spacing=(50, 4.6, 4.6), z,y,x in nm)")
+                                    "(fix: give it, e.g. --source_spacing 50,4.6,4.6 / spacing=(50, 4.6, 4.6), "
+                                    "z,y,x in nm)")
     d = load_domain(path, split=split, labels=labels, mask_path=mask_path, name=name)
     return Volume(d.images, d.masks, sp, d.name, norm=False)   # `load_domain` normalised the images
 
@@ -119,20 +134,15 @@ class StrongAug3d(StrongAug):
                  x:torch.Tensor, # (B,C,D,H,W) volumes (or a (B,C,H,W) batch: StrongAug)
                  generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
                 )->torch.Tensor: # augmented batch, same shape and dtype
+        "Augment `x` with parameters drawn from `generator`: six uniforms per volume"
         if x.ndim == 4: return super().__call__(x, generator)
         if x.ndim != 5: raise ValueError(f"StrongAug3d expects (B,C,D,H,W), got {tuple(x.shape)}")
         B, C, D, H, W = x.shape
         dev = generator.device if generator is not None else x.device
         u = torch.rand(B, 6, generator=generator, device=dev).to(x.device)   # the draws of `StrongAug`, per volume
         with torch.no_grad():
-            xf = out = x.float().reshape(B, C, D * H, W)   # a volume as one tall image: its mean and range over the volume
-            if self.p_jitter > 0:
-                lo, hi = xf.amin((1, 2, 3), keepdim=True), xf.amax((1, 2, 3), keepdim=True)
-                span = (hi - lo).clamp_min(1e-6)
-                y = adjust_brightness((xf - lo) / span, (2*u[:, 1] - 1) * self.brightness)
-                y = adjust_contrast_with_mean_subtraction(y, 1 + (2*u[:, 2] - 1) * self.contrast)
-                y = adjust_gamma(y, 1 + (2*u[:, 3] - 1) * self.gamma)
-                out = torch.where((u[:, 0] < self.p_jitter).view(B, 1, 1, 1), y * span + lo, xf)
+            xf = x.float().reshape(B, C, D * H, W)   # a volume as one tall image: its mean and range over the volume
+            out = self._jitter(xf, u) if self.p_jitter > 0 else xf   # `StrongAug`'s jitter
             sl = out.reshape(B, C, D, H, W).transpose(1, 2).reshape(B * D, C, H, W)   # every slice, in-plane
             ua, us = u[:, 4].repeat_interleave(D), u[:, 5].repeat_interleave(D)   # each slice: its volume's draws
             sl = random_blur(sl, ua, us, self.p_blur, self.sigma, self.kernel_size)
@@ -142,7 +152,14 @@ class StrongAug3d(StrongAug):
 class VolumeCropDataset(torch.utils.data.Dataset):
     "Random 3-D (source crop, target crop, source mask) triples; item `(epoch, i)` depends only on `(seed, epoch, i)`"
     epoch_aware = True   # `EMDataLoader` asks for items `(epoch, i)`
-    def __init__(self, source:Volume, target:Volume, crop:tuple=(8, 64, 64), n:int=400, seed:int=0, augment:bool=True):
+    def __init__(self,
+                 source:Volume, # labelled source volume
+                 target:Volume, # target volume (its masks are not used)
+                 crop:tuple=(8, 64, 64), # crop (d, h, w) in voxels, clipped to the volumes
+                 n:int=400, # items per epoch
+                 seed:int=0, # seed of the crops
+                 augment:bool=True, # flips and in-plane 90° turns
+                ):
         if source.masks is None: raise InputError(f"{source.name}: the source volume needs masks")
         self.src, self.src_mask, self.tgt = source.images, source.masks, target.images
         self.crop, self.n, self.seed, self.augment = tuple(crop), n, seed, augment
@@ -154,9 +171,13 @@ class VolumeCropDataset(torch.utils.data.Dataset):
         t, _ = random_crop3d(self.tgt, None, self.crop, rng, self.augment)
         return torch.from_numpy(s)[None], torch.from_numpy(t)[None], torch.from_numpy(sm).long()
 
+# %% ../nbs/06a_learner3d.ipynb #52b01925
 class VolumeTileDataset(torch.utils.data.Dataset):
     "Non-overlapping tiles `(img (1,d,h,w), mask (d,h,w))` covering a labelled volume (the last ones smaller)"
-    def __init__(self, vol:Volume, tile:tuple=(32, 96, 96)):
+    def __init__(self,
+                 vol:Volume, # labelled volume to cover
+                 tile:tuple=(32, 96, 96), # tile (d, h, w) in voxels, clipped to the volume
+                ):
         if vol.masks is None: raise InputError(f"{vol.name}: the validation volume needs masks")
         self.images, self.masks = torch.from_numpy(vol.images), torch.from_numpy(vol.masks)
         t = [min(a, n) for a, n in zip(tile, vol.shape)]
@@ -218,7 +239,9 @@ def volume_probability(model, # a 3-D segmentation model
 def evaluate3d(model, # a 3-D segmentation model
                vol:Volume, # labelled test volume at the model's voxel size
                native:Volume|None=None, # the same volume at its own voxel size: score there
-               tile:tuple=(32, 128, 128), overlap:float=0.25, thr:float=0.5,
+               tile:tuple=(32, 128, 128), # inference tile
+               overlap:float=0.25, # tile overlap
+               thr:float=0.5, # threshold on the foreground probability
               )->dict: # iou, f1, mcc, ap
     "Foreground scores of `model` over a whole labelled volume"
     ref = native if native is not None else vol

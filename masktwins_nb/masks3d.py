@@ -16,7 +16,8 @@ __all__ = ['block_mask3d', 'mask_views3d', 'kway_masks3d']
 def _blocks3(block_size)->tuple:
     "(bz, by, bx) from one number or three"
     b = tuple(block_size) if isinstance(block_size, (tuple, list)) else (block_size,) * 3
-    if len(b) != 3 or min(b) < 1: raise ValueError(f"block_size must be >= 1 or three such numbers (z, y, x), got {block_size}")
+    if len(b) != 3 or min(b) < 1:
+        raise ValueError(f"block_size must be >= 1 or three such numbers (z, y, x), got {block_size}")
     return b
 
 def _upsample3(grid:Tensor, size:tuple, dtype)->Tensor:
@@ -43,7 +44,8 @@ def block_mask3d(n:int, # number of independent masks
     r = pick_ratio(ratio, generator)
     bz, by, bx = _blocks3(block_size)
     grid = tuple(max(1, round(s / b)) for s, b in zip((d, h, w), (bz, by, bx)))
-    dev = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device('cpu'))
+    dev = (torch.device(device) if device is not None else
+           generator.device if generator is not None else torch.device('cpu'))
     return _upsample3(_rand3((n, 1) + grid, generator, dev) > r, (d, h, w), dtype)
 
 # %% ../nbs/01a_masks3d.ipynb #a5cbe4e0
@@ -78,7 +80,8 @@ def kway_masks3d(n:int, # number of samples
     "3-D K-way partition: each block is assigned to one of `k` parts uniformly at random"
     if k < 1: raise ValueError(f"k must be >= 1, got {k}")
     grid = tuple(max(1, round(s / b)) for s, b in zip((d, h, w), _blocks3(block_size)))
-    dev = torch.device(device) if device is not None else (generator.device if generator is not None else torch.device('cpu'))
+    dev = (torch.device(device) if device is not None else
+           generator.device if generator is not None else torch.device('cpu'))
     if generator is None: idx = torch.randint(k, (n, 1) + grid, device=dev)
     else: idx = torch.randint(k, (n, 1) + grid, generator=generator, device=generator.device).to(dev)
     onehot = idx[None] == torch.arange(k, device=dev).view(k, 1, 1, 1, 1, 1)

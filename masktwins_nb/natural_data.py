@@ -14,14 +14,15 @@ from fastcore.basics import patch
 from fastai.torch_core import default_device
 from .data import EMDataError, EMDataLoader, EMDataLoaders, fail_input, check_file, natural_key
 from .metrics import CITYSCAPES_CLASSES
+from .augment import IMAGENET_MEAN, IMAGENET_STD
+from .recipe import Recipe
 
 # %% auto #0
-__all__ = ['CITYSCAPES_ID_TO_TRAINID', 'SYNTHIA_CLASSES', 'SYNTHIA_TO_TRAINID', 'CITYSCAPES_PALETTE', 'IMAGENET_MEAN',
-           'IMAGENET_STD', 'STATS_FILE', 'read_png16', 'write_png16', 'read_rgb', 'read_synthia_label',
-           'read_cityscapes_label', 'synthia_items', 'cityscapes_items', 'make_synthia_fixture',
-           'make_cityscapes_fixture', 'normalize_rgb', 'denormalize', 'colorize', 'class_stats', 'rcs_probs',
-           'rescale_size', 'margin_region', 'NaturalCropDataset', 'NaturalValidDataset', 'rcs_sampler',
-           'NaturalDataLoader', 'natural_dataloaders', 'show_seg_results']
+__all__ = ['CITYSCAPES_ID_TO_TRAINID', 'SYNTHIA_CLASSES', 'SYNTHIA_TO_TRAINID', 'CITYSCAPES_PALETTE', 'STATS_FILE', 'read_png16',
+           'write_png16', 'read_rgb', 'read_synthia_label', 'read_cityscapes_label', 'synthia_items',
+           'cityscapes_items', 'make_synthia_fixture', 'make_cityscapes_fixture', 'normalize_rgb', 'denormalize',
+           'colorize', 'class_stats', 'rcs_probs', 'rescale_size', 'margin_region', 'NaturalCropDataset',
+           'NaturalValidDataset', 'rcs_sampler', 'NaturalDataLoader', 'natural_dataloaders', 'show_seg_results']
 
 # %% ../nbs/11_natural_data.ipynb #e9e8e7b5
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
@@ -289,9 +290,6 @@ def make_cityscapes_fixture(dest, # folder to create or add to (the Cityscapes r
     return dest
 
 # %% ../nbs/11_natural_data.ipynb #ef447afe
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 def _stats(x):
     "The ImageNet mean and std as (3,1,1) tensors on `x`'s device"
     return (torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1),
@@ -354,7 +352,7 @@ def class_stats(source_root, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
 
 # %% ../nbs/11_natural_data.ipynb #aa052392
 def rcs_probs(freq, # {train id: pixel frequency} (e.g. `class_stats(...)['freq']`) or a sequence indexed by train id
-              temperature:float=0.01, # T: smaller favours rare classes more
+              temperature:float=Recipe.rcs_temperature, # T: smaller favours rare classes more
              )->dict: # {train id: sampling probability} over the classes with freq > 0
     "DAFormer's rare-class sampling distribution softmax((1 - f) / T) over the classes present (f summing to 1)"
     if not temperature > 0: raise ValueError(f"temperature={temperature}: must be > 0 (DAFormer uses 0.01)")
@@ -519,7 +517,7 @@ class NaturalValidDataset(torch.utils.data.Dataset):
 
 # %% ../nbs/11_natural_data.ipynb #b3f1f918
 def rcs_sampler(stats:dict, # class_stats(...)
-                temperature:float=0.01, # rcs_probs temperature
+                temperature:float=Recipe.rcs_temperature, # rcs_probs temperature
                 min_frac:float=3000 / (1280 * 760), # an image 'holds' a class with at least this fraction of its pixels
                )->dict: # {'classes', 'probs', 'images': {class: [(image index, min_frac or 0)]}} for NaturalCropDataset
     "Rare-class sampling tables: class probabilities and, per class, the images that hold enough of it"

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from fastai.torch_core import default_device
 from .data import InputError, IMG_EXTS, H5_EXTS
-from .learner import atomic_write, fit_iters, NonFiniteLossError
-from .classmix import fit_poly
-from .reliability import distributed_ctx
+from .learner import NonFiniteLossError
+from .checkpoints import atomic_write
+from .schedule import fit_iters, fit_poly
+from .distributed import distributed_ctx
 from .recipe import Recipe
 
 # %% auto #0
@@ -42,7 +43,8 @@ def _fingerprint(a)->str|None:
     h = hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=8).hexdigest()
     return f"{'x'.join(map(str, a.shape))}:{h}"
 
-def data_identity(**domains)->dict: # role -> EMDomain (or None)
+def data_identity(**domains, # role=EMDomain (or None): source, target, target_test
+                 )->dict: # role -> fingerprints of its images and masks
     "Shape and content hash of each domain's images and masks, for `check_resume`"
     return {r: None if d is None else dict(images=_fingerprint(d.images), masks=_fingerprint(d.masks))
             for r, d in domains.items()}
@@ -85,7 +87,9 @@ def check_run_folder(out, # the run's output folder
                          "overwrite=True (other files in the folder are kept), or choose another --out)")
 
 # %% ../nbs/09_run.ipynb #5530a040
-def resume_file(out, resume)->Path|None:
+def resume_file(out, # the run's output folder
+                resume, # False / None: no resume; True: the run in out; or a checkpoint path
+               )->Path|None:
     "The checkpoint to resume: `resume` itself, or for `resume=True` model.interrupted.pth, else model.pth in `out`"
     if resume is False or resume is None: return None
     if resume is not True:
@@ -95,7 +99,12 @@ def resume_file(out, resume)->Path|None:
         return f
     return next((f for f in (Path(out)/'model.interrupted.pth', Path(out)/'model.pth') if f.is_file()), None)
 
-def prepare_run(out, resume=False, overwrite:bool=False, files=RUN_FILES)->Path|None:
+# %% ../nbs/09_run.ipynb #0bf05423
+def prepare_run(out, # the run's output folder
+                resume=False, # True / a checkpoint path: continue the run in out
+                overwrite:bool=False, # replace the run in out (its own files only)
+                files=RUN_FILES, # the files a run writes
+               )->Path|None: # the checkpoint to resume
     "`check_run_folder`, create `out`, remove stale temporaries (and with `overwrite` the old run's own files)"
     out = Path(out)
     check_run_folder(out, resume, overwrite, files)
@@ -123,13 +132,16 @@ def check_resume(ck, # checkpoint to continue
                      "(fix: resume with the settings and data of that run, or start afresh in another --out)")
 
 # %% ../nbs/09_run.ipynb #09717f50
-def finish_run(out)->Path:
+def finish_run(out, # the run's output folder
+              )->Path:
     "Mark the run in `out` finished: its last checkpoint `model.interrupted.pth` becomes `model.pth`"
     out = Path(out)
     if (out/'model.interrupted.pth').exists(): os.replace(out/'model.interrupted.pth', out/'model.pth')
     return out/'model.pth'
 
-def interrupted_message(out, e:BaseException)->str|None:
+def interrupted_message(out, # the run's output folder
+                        e:BaseException, # what stopped the run
+                       )->str|None:
     "What to tell the user after `e` stopped the run in `out`: where its last complete checkpoint is, how to continue"
     kept = Path(out)/'model.interrupted.pth'
     if not kept.exists(): return None
@@ -166,7 +178,7 @@ def _plain_logger(learn):
 def training_output(learn, # the learner about to train
                     progress:bool=True, # False: print nothing
                    ):
-    "Bars and table in a terminal; plain lines, one per evaluation, when stdout is a file or a pipe; nothing without `progress`"
+    "Bars and table in a terminal; one plain line per evaluation in a file or pipe; nothing without `progress`"
     if not progress:
         with learn.no_bar(), learn.no_logging(): yield
     elif sys.stdout.isatty(): yield
@@ -203,6 +215,19 @@ def start_run(out, # the run's output folder
     if main: prepare_run(out, resume, overwrite)
     return ck
 
+# %% ../nbs/09_run.ipynb #2dc3a981
+def _fit_schedule(learn, # the learner
+                  r:Recipe, # lr and the schedule's settings
+                  n:int, # iterations of this process
+                  resume=None, # the checkpoint to continue
+                  head_mult:float=1., # poly: learning-rate multiplier of the last parameter group
+                  **kw, # cbs of this fit
+                 ):
+    "Train `n` iterations by the recipe's schedule: poly (warm-up, polynomial decay) or one-cycle"
+    if r.schedule == 'poly':
+        fit_poly(learn, n, r.lr, head_mult=head_mult, warmup=r.warmup, power=r.power, resume=resume, **kw)
+    else: fit_iters(learn, n, r.lr, pct_start=r.pct_start, resume=resume, **kw)
+
 # %% ../nbs/09_run.ipynb #119b56ed
 def fit_run(learn, # the learner of the run
             recipe:Recipe, # its schedule: iters, lr, schedule (poly: warmup, power; one_cycle: pct_start)
@@ -218,10 +243,7 @@ def fit_run(learn, # the learner of the run
     r, t0, kw = recipe, time.time(), {} if cbs is None else dict(cbs=cbs)
     try:
         with distributed_ctx(learn) if world > 1 else nullcontext(), training_output(learn, progress):
-            if r.schedule == 'poly':   # linear warm-up, then polynomial decay (DAFormer/MIC)
-                fit_poly(learn, r.iters * world, r.lr, head_mult=head_mult, warmup=r.warmup, power=r.power,
-                         resume=resume, **kw)
-            else: fit_iters(learn, r.iters * world, r.lr, pct_start=r.pct_start, resume=resume, **kw)   # iters per rank
+            _fit_schedule(learn, r, r.iters * world, resume, head_mult, **kw)   # iters per rank
     except BaseException as e:
         msg = interrupted_message(out, e) if main and out is not None else None
         if isinstance(e, NonFiniteLossError):
@@ -253,7 +275,8 @@ def checkpoint_weights(fname, # a checkpoint written by training
     return sd, meta, dict(meta.get('model') or {})
 
 # %% ../nbs/09_run.ipynb #2f3313d2
-def output_stem(input)->str:
+def output_stem(input, # a stack or volume: file, folder of slices, or f.h5/dataset
+               )->str:
     "Output stem for `input`: the whole file name without its extension, plus the HDF5 dataset if one is named"
     s = str(input).rstrip('/')
     for e in H5_EXTS:   # 'f.h5/key': the file's stem and the dataset
@@ -262,6 +285,7 @@ def output_stem(input)->str:
     p = Path(s)
     return p.stem if p.suffix.lower() in IMG_EXTS + H5_EXTS else p.name
 
+# %% ../nbs/09_run.ipynb #29c23e3a
 def prediction_paths(input, # the input stack or volume
                      out, # output folder
                      tile:int, # tile size (pixels)
@@ -280,6 +304,7 @@ def prediction_paths(input, # the input stack or volume
     if have and not overwrite: raise InputError(f"{have[0]} exists (fix: --overwrite to replace it, or another --out)")
     return paths
 
+# %% ../nbs/09_run.ipynb #fd0ee7cc
 def write_prediction(paths:dict, # from prediction_paths
                      prob:np.ndarray, # foreground probability
                      thr:float, # threshold of the mask

@@ -12,7 +12,7 @@ from .data import InputError
 from .detection import points_from_mask, sphere_target, find_peaks, detection_scores
 from .volumes import resample_volume
 from .learner3d import Volume, volume_dataloaders, masktwins_learner3d, volume_probability
-from .learner import fit_iters
+from .schedule import fit_iters
 from .run import training_output
 from fastai.losses import CrossEntropyLossFlat
 from .recipe import Recipe, EM3D
@@ -74,23 +74,42 @@ def prior_bias(model, # a two-class model whose last layer is model.head (UNet3d
     return model
 
 # %% ../nbs/06b_synapses.ipynb #78666790
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)   # candidate detection thresholds, chosen on the training sections
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)   # candidate detection thresholds
 
 def _peaks_at(p, thr, nms, spacing):
+    "Peaks of `p` above `thr`, at least `nms` nm apart along each axis (at least one voxel)"
     md = tuple(max(1, int(round(nms / s))) for s in spacing)
     return find_peaks(p, thr, md)[0].astype(float)
+
+def _best_threshold(p, true, voxel:tuple, nms:float, max_dist:float)->tuple:
+    "The value of `THRESHOLDS` whose peaks of `p` match `true` best (F1), and the F1 at each"
+    f1 = {t: detection_f1(_peaks_at(p, t, nms, voxel), true, voxel, max_dist)['f1'] for t in THRESHOLDS}
+    return max(THRESHOLDS, key=lambda t: (f1[t], -abs(t - 0.5))), f1   # ties: the one nearest 0.5
+
+# %% ../nbs/06b_synapses.ipynb #190cc263
+def _detection_learner(tr:Volume, tgt:Volume, te:Volume, r:Recipe, seed:int, device, tile:tuple,
+                       fg_weight:float, prior_init:bool):
+    "The learner of `detection_run`: seeded 3-D loaders, the weighted source term, the prior bias if `prior_init`"
+    set_seed(seed, reproducible=True)
+    dls = volume_dataloaders(tr, tgt, te, crop=(r.crop_z, r.crop, r.crop), bs=r.bs,
+                             iters_per_epoch=min(r.eval_every, r.iters), seed=seed, device=device or 'cpu', tile=tile)
+    learn = masktwins_learner3d(dls, r, seed=seed)
+    w = torch.tensor([1., fg_weight])
+    learn.loss_func = CrossEntropyLossFlat(axis=1, ignore_index=255, weight=w)   # the source term
+    if prior_init: prior_bias(learn.model, float((tr.masks == 1).sum() / max(1, (tr.masks != 255).sum())))
+    return learn
 
 # %% ../nbs/06b_synapses.ipynb #249d1786
 def detection_run(vol:Volume, # labelled volume at its own voxel size (masks: the objects)
                   train:slice, # sections (z) to train on
                   test:slice, # held-out sections (z) to score
-                  target:Volume|None=None, # unlabelled target for MaskTwins (default: the held-out sections, labels unused)
+                  target:Volume|None=None, # unlabelled target for MaskTwins (default: the held-out sections)
                   recipe:Recipe=EM3D, # settings (method, iters, crops, voxel size, ...)
                   seed:int=0, # random seed
                   radius:float=80., # ball radius of the target, nm
                   max_dist:float=150., # matching distance, nm
                   nms:float=150., # suppression radius of the peaks, nm (default: the matching distance)
-                  fg_weight:float=10., # weight of the ball class in the source cross-entropy (balls are ~1 % of the voxels)
+                  fg_weight:float=10., # weight of the ball class in the source cross-entropy (balls: ~1 % of voxels)
                   prior_init:bool=True, # start the head's bias at the balls' share of the training voxels
                   device=None, # default: CPU
                   tile:tuple=(32, 128, 128), # inference and validation tile
@@ -103,25 +122,18 @@ def detection_run(vol:Volume, # labelled volume at its own voxel size (masks: th
     tr, tr_true = point_target(vol.sections(train), voxel, radius)
     te, true = point_target(vol.sections(test), voxel, radius)
     tgt = te if target is None else target.resample(voxel)
-    set_seed(seed, reproducible=True)
-    dls = volume_dataloaders(tr, tgt, te, crop=(r.crop_z, r.crop, r.crop), bs=r.bs, iters_per_epoch=min(r.eval_every, r.iters),
-                             seed=seed, device=device or 'cpu', tile=tile)
-    learn = masktwins_learner3d(dls, r, seed=seed)
-    learn.loss_func = CrossEntropyLossFlat(axis=1, ignore_index=255, weight=torch.tensor([1., fg_weight]))   # source term
-    if prior_init: prior_bias(learn.model, float((tr.masks == 1).sum() / max(1, (tr.masks != 255).sum())))
+    learn = _detection_learner(tr, tgt, te, r, seed, device, tile, fg_weight, prior_init)
     t0 = time.time()
-    with training_output(learn, progress): fit_iters(learn, r.iters, r.lr, pct_start=r.pct_start)   # plain lines in a log
+    with training_output(learn, progress): fit_iters(learn, r.iters, r.lr, pct_start=r.pct_start)   # lines for a log
     secs = time.time() - t0
-    p_tr = volume_probability(learn.model, tr, None, tile)
-    f1_tr = {t: detection_f1(_peaks_at(p_tr, t, nms, voxel), tr_true, voxel, max_dist)['f1'] for t in THRESHOLDS}
-    thr = max(THRESHOLDS, key=lambda t: (f1_tr[t], -abs(t - 0.5)))   # ties: the one nearest 0.5
+    thr, f1_tr = _best_threshold(volume_probability(learn.model, tr, None, tile), tr_true, voxel, nms, max_dist)
     p_te = volume_probability(learn.model, te, None, tile)
     found = _peaks_at(p_te, thr, nms, voxel)
     names = list(learn.recorder.metric_names)[1:-1]
-    return dict(method=r.method, seed=seed, train=[train.start, train.stop], test=[test.start, test.stop], n_true=len(true),
-                n_pred=len(found), scores=detection_f1(found, true, voxel, max_dist), threshold=thr, train_f1=f1_tr,
-                scores_at_05=detection_f1(_peaks_at(p_te, 0.5, nms, voxel), true, voxel, max_dist), seconds=round(secs, 1),
-                target='held-out sections' if target is None else target.name, radius=radius, max_dist=max_dist, nms=nms,
-                fg_weight=fg_weight, prior_init=prior_init,
+    return dict(method=r.method, seed=seed, train=[train.start, train.stop], test=[test.start, test.stop],
+                n_true=len(true), n_pred=len(found), scores=detection_f1(found, true, voxel, max_dist), threshold=thr,
+                train_f1=f1_tr, scores_at_05=detection_f1(_peaks_at(p_te, 0.5, nms, voxel), true, voxel, max_dist),
+                seconds=round(secs, 1), target='held-out sections' if target is None else target.name,
+                radius=radius, max_dist=max_dist, nms=nms, fg_weight=fg_weight, prior_init=prior_init,
                 evaluations=[dict(zip(names, map(float, v))) for v in learn.recorder.values], config=r.asdict(),
                 points=dict(true=true.round(2).tolist(), pred=found.tolist()))

@@ -18,11 +18,15 @@ def hand_learner(model, # the student
                  ignore_index:int=255, # label value the loss ignores
                 )->Learner:
     "A `Learner` without fastai's default callbacks, in training mode, for driving `cbs` by hand"
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=ignore_index), cbs=cbs, default_cbs=False)
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=ignore_index), cbs=cbs,
+                    default_cbs=False)
     learn.training = True
     return learn
 
-def drive(learn:Learner, b:tuple, training:bool=True):
+def drive(learn:Learner, # a learner, e.g. from hand_learner
+          b:tuple, # one batch, as the DataLoader yields it
+          training:bool=True, # a training batch (else validation)
+         ):
     "Run one batch's events by hand up to `after_loss`, as `Learner._do_one_batch` does"
     learn.training = training
     learn.model.train(training)
@@ -37,7 +41,9 @@ def drive(learn:Learner, b:tuple, training:bool=True):
 class Interrupt(Callback):
     "Stop a run with a `RuntimeError` at training iteration `k` (a stand-in for a crash)"
     run_valid = False
-    def __init__(self, k:int): self.k = k
+    def __init__(self,
+                 k:int, # the training iteration that raises
+                ): self.k = k
     def before_batch(self):
         "Raise at the `k`-th training batch"
         if self.training and self.train_iter == self.k: raise RuntimeError(f'crash at {self.k}')
