@@ -29,3 +29,15 @@ def run_jobs(todo:list, # the jobs still to run (dicts)
     with ThreadPoolExecutor(j) as ex: oks = list(ex.map(go, todo))
     print(f"done: {sum(oks)}/{len(todo)} ok in {time.time() - t0:.0f}s", flush=True)
     return 0 if all(oks) else 1
+
+def parse_set(items, # KEY=VALUE strings (None: none)
+              fields, # the keys allowed (a recipe's fields)
+             )->dict:
+    "`KEY=VALUE` recipe overrides (values read as JSON where they parse, as text otherwise); keys must be in `fields`"
+    out = {}
+    for it in items or []:
+        k, sep, v = it.partition('=')
+        if not sep or k not in fields: raise SystemExit(f"--set {it!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        try: out[k] = json.loads(v)
+        except json.JSONDecodeError: out[k] = v
+    return out

@@ -32,7 +32,7 @@ Budget (fixed in advance): the EM3D recipe (800 iterations), the EM recipe for 2
 DETECT below. Test labels are used for the final scores only; no checkpoint or setting is chosen on them.
 """
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 import numpy as np
 
@@ -42,7 +42,7 @@ from masktwins_nb.cpu import apply_cpu_env
 apply_cpu_env()   # OpenMP threads and wait policy, before torch loads
 
 from masktwins_nb.recipe import EM, EM3D
-from batch_runner import run_jobs   # benchmarks/, the script's own folder
+from batch_runner import run_jobs, parse_set   # benchmarks/, the script's own folder
 VNC_SPACING, LUCCHI3D_SPACING = (50., 4.6, 4.6), (5., 10., 10.)   # nm, (z, y, x): the data README
 LUCCHI_2D_PIXEL = 5. * EM.downscale   # the 2-D recipe's pixel on Lucchi (5 nm x downscale), nm
 DETECT = dict(iters=400, eval_every=200, radius=80., max_dist=150., nms=150., fg_weight=10.)   # budget, distances (nm), weight
@@ -83,7 +83,7 @@ def prepare(a):
                         test_masks=msk, voxel=np.array(SEG3D_VOXEL), test_spacing=np.array(LUCCHI3D_SPACING))
     print(f"{a.dest}: {Path(a.dest).stat().st_size / 2**20:.1f} MiB ({src}, {tgt}, {tst})")
 
-def _seg3d_inputs(data, root)->tuple:
+def seg3d_inputs(data, root=None)->tuple:
     "(source, target, test, extra train_job3d arguments): folders, or the volumes of a `prepare` file"
     if data is None or not str(data).endswith('.npz'):
         return (str(root/'vnc3'), str(root/'lucchi3d'), None,
@@ -95,22 +95,12 @@ def _seg3d_inputs(data, root)->tuple:
             Volume(d['tgt_images'], None, vox, 'lucchi3d-train', norm=False),
             Volume(d['test_images'], d['test_masks'], sp, 'lucchi3d-test'), {})
 
-def parse_set(items)->dict:
-    "`KEY=VALUE` overrides of the EM3D recipe (values read as JSON where they parse, as text otherwise)"
-    out, fields = {}, EM3D.asdict()
-    for it in items or []:
-        k, sep, v = it.partition('=')
-        if not sep or k not in fields: raise SystemExit(f"--set {it!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        try: out[k] = json.loads(v)
-        except json.JSONDecodeError: out[k] = v
-    return out
-
 def seg3d(method, seed, root, out, iters=None, device='cpu', data=None, overrides=None)->dict:
     from masktwins_nb.cli3d import train_job3d
     tag = f'seg3d_{method}_seed{seed}'
     kw = dict(overrides or {})
     if iters: kw.update(iters=iters, eval_every=min(kw.get('eval_every', EM3D.eval_every), iters))
-    src, tgt, tst, sp = _seg3d_inputs(data, root)
+    src, tgt, tst, sp = seg3d_inputs(data, root)
     r = train_job3d(src, tgt, tst, recipe=EM3D, method=method, seed=seed, device=device, progress=True,
                     **sp, **_folder(out, tag), **kw)
     return dict(tag=tag, kind='seg3d', method=method, seed=seed, test=r['target_test'], train_seconds=r['seconds'],
@@ -162,7 +152,7 @@ def run(a)->dict:
     torch.set_num_threads(a.threads)
     prepared = a.kind == 'seg3d' and str(a.data).endswith('.npz')
     root, out = (None if prepared else _root(a.data)), Path(a.out)
-    if a.kind == 'seg3d': res = seg3d(a.method, a.seed, root, out, a.iters, a.device, a.data, parse_set(a.set))
+    if a.kind == 'seg3d': res = seg3d(a.method, a.seed, root, out, a.iters, a.device, a.data, parse_set(a.set, EM3D.asdict()))
     elif a.kind == 'seg2d': res = seg2d(a.method, a.seed, root, out, a.iters, a.device)
     else: res = detect(a.method, a.seed, a.fold, root, out, a.iters, a.device)
     res['threads'] = a.threads

@@ -8,23 +8,20 @@ Writes benchmarks/results/em3d_fit_check.json (one entry per anisotropy).
 """
 import argparse, json, sys, time
 from pathlib import Path
-import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 def check(data, aniso:float, method='source_only', seed=0)->dict:
     import torch
     from fastai.torch_core import set_seed
-    from masktwins_nb.learner3d import Volume, volume_dataloaders, masktwins_learner3d, evaluate3d, volume_probability
+    from em3d_benchmark import seg3d_inputs   # benchmarks/, the script's own folder
+    from masktwins_nb.learner3d import volume_dataloaders, masktwins_learner3d, evaluate3d, volume_probability
     from masktwins_nb.models3d import UNet3d
     from masktwins_nb.schedule import fit_iters
     from masktwins_nb.recipe import EM3D
     torch.set_num_threads(1)
-    d = np.load(data); vox = tuple(d['voxel'].tolist())
-    src = Volume(d['src_images'], d['src_masks'], vox, 'vnc3', norm=False)
-    tgt = Volume(d['tgt_images'], None, vox, 'lucchi3d-train', norm=False)
-    tst_n = Volume(d['test_images'], d['test_masks'], tuple(d['test_spacing'].tolist()), 'lucchi3d-test')
-    tst = tst_n.resample(vox)
+    src, tgt, tst_n, _ = seg3d_inputs(data)   # the volumes of em3d_benchmark's seg3d jobs
+    tst = tst_n.resample(src.spacing)
     r = EM3D.replace(method=method); set_seed(seed, reproducible=True)
     dls = volume_dataloaders(src, tgt, tst, crop=(r.crop_z, r.crop, r.crop), bs=r.bs, iters_per_epoch=r.iters, seed=seed,
                              device='cpu')

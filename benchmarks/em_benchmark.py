@@ -38,7 +38,7 @@ apply_cpu_env()   # OpenMP threads and wait policy, before torch loads (cpu note
 
 # fixed in advance, identical across methods: the package's EM recipe (plus the inference tile)
 from masktwins_nb.recipe import EM
-from batch_runner import run_jobs   # benchmarks/, the script's own folder
+from batch_runner import run_jobs, parse_set   # benchmarks/, the script's own folder
 RECIPE = dict(EM.asdict(), tile=256)
 
 # name -> (masktwins_learner method, overrides); 'oracle' also swaps the source for the labelled target-train volume
@@ -95,16 +95,6 @@ def domains(arrs:dict, method:str, subset:int=1)->tuple:
     if method == 'oracle': src = EMDomain(arrs[f'lucchi_{tr}_img'], arrs[f'lucchi_{tr}_mask'], f'lucchi-{tr} (labelled)')
     else: src = EMDomain(arrs['vnc3_img'], arrs['vnc3_mask'], 'vnc3')
     return src, tgt, tst
-
-def parse_set(items)->dict:
-    "`KEY=VALUE` recipe overrides (values read as JSON where they parse, as text otherwise); keys must be recipe fields"
-    out = {}
-    for it in items:
-        k, sep, v = it.partition('=')
-        if not sep or k not in RECIPE: raise SystemExit(f"--set {it!r}: expected KEY=VALUE with KEY one of {sorted(RECIPE)}")
-        try: out[k] = json.loads(v)
-        except json.JSONDecodeError: out[k] = v
-    return out
 
 def run_tag(method, seed, subset=1, **abl)->str:
     a = ''.join(f"_{'r' if k == 'ratio' else 'b'}{v}" for k, v in sorted(abl.items()))
@@ -378,7 +368,7 @@ def main(argv=None):
         print(a.dest, {k: v.shape for k, v in arrs.items()}, f"{Path(a.dest).stat().st_size/2**20:.1f} MiB")
     elif a.cmd == 'run':
         RECIPE['downscale'] = a.downscale   # the data's (arrays come pre-downscaled), recorded with the run
-        if a.set: RECIPE.update(parse_set(a.set))
+        if a.set: RECIPE.update(parse_set(a.set, RECIPE))
         if a.iters: RECIPE['iters'] = a.iters; RECIPE['eval_every'] = min(RECIPE['eval_every'], a.iters)
         ov = {k: v for k, v in dict(ratio=a.ratio, block_size=a.block_size).items() if v is not None}
         r = run_one(a.method, a.seed, load_arrays(a.data, a.downscale), Path(a.out), a.subset, a.device, a.threads, a.progress, **ov)
