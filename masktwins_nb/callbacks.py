@@ -26,10 +26,9 @@ __all__ = ['TERMS', 'SplitTarget', 'ema_alpha', 'set_teacher_mode', 'make_teache
 
 # %% ../nbs/05_callbacks.ipynb #4269e565
 class SplitTarget(Callback):
-    "Training batches `xb=(src, tgt)`: keep `xb=(src,)` for fastai's forward and loss, the target image in `xt`"
-    order = TrainEvalCallback.order + 5 # -5: after `TrainEvalCallback` (-10), before everything that looks at `xb`
+    "Training batches `yb=(tgt, src_mask)`: keep `yb=(src_mask,)` for fastai's loss, the target image in `xt`"
+    order = TrainEvalCallback.order + 5 # -5: after `TrainEvalCallback` (-10), before everything that looks at `yb`
     def __init__(self,
-                 fix_valid:bool=True, # re-split 2-input validation batches without targets into xb=(img,), yb=(mask,)
                  n_target:int=0, # keep only the first n_target target images of a training batch (0: all)
                 ):
         store_attr()
@@ -39,17 +38,14 @@ class SplitTarget(Callback):
 # %% ../nbs/05_callbacks.ipynb #f5d1fb62
 @patch
 def before_batch(self:SplitTarget):
-    "Training: the target image (and a second target, its pseudo-label region) off the batch; validation: re-split"
+    "Training: the target image (and a last target, its pseudo-label region) off `yb`; validation: nothing to do"
     self.xt = self.pl_region = None
-    if self.training:
-        if len(self.xb) != 2: return
-        self.xt, self.learn.xb = self.xb[1], self.xb[:1]
-        if len(self.yb) == 2: self.pl_region, self.learn.yb = self.yb[1], self.yb[:1]
-        if self.n_target:
-            self.xt = self.xt[:self.n_target]
-            if self.pl_region is not None: self.pl_region = self.pl_region[:self.n_target]
-    elif self.fix_valid and len(self.xb) == 2 and len(self.yb) == 0:
-        self.learn.xb, self.learn.yb = self.xb[:1], self.xb[1:]
+    if not self.training or len(self.yb) < 2: return
+    self.xt, self.learn.yb = self.yb[0], self.yb[1:]
+    if len(self.yb) == 2: self.pl_region, self.learn.yb = self.yb[1], self.yb[:1]
+    if self.n_target:
+        self.xt = self.xt[:self.n_target]
+        if self.pl_region is not None: self.pl_region = self.pl_region[:self.n_target]
 
 @patch
 def after_fit(self:SplitTarget):

@@ -5,7 +5,6 @@
 # %% ../nbs/24_data.ipynb #2213cdd7
 from __future__ import annotations
 import os, re, shutil, logging, tempfile, warnings, zipfile, urllib.request, urllib.error
-from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ __all__ = ['IMG_EXTS', 'H5_EXTS', 'LAYOUTS', 'VNC3_URL', 'LUCCHI_URL', 'LUCCHI_F
            'check_file', 'read_slice', 'nonfinite_per_slice', 'read_stack', 'binarize_mask', 'read_masks', 'normalize',
            'rescale_stack', 'EMDomain', 'repo_root', 'data_root', 'detect_layout', 'load_domain', 'download_file',
            'download_vnc3', 'download_lucchi', 'synthetic_em_slice', 'synthetic_domain', 'synthetic_em_pair',
-           'EMCropDataset', 'EMSliceDataset', 'EMDataLoader', 'EMDataLoaders', 'em_dataloaders']
+           'EMCropDataset', 'EMSliceDataset', 'EpochDataLoader', 'em_dataloaders']
 
 # %% ../nbs/24_data.ipynb #77c6e891
 class InputError(ValueError):
@@ -886,7 +885,7 @@ def _dihedral(x, k:int):
 # %% ../nbs/24_data.ipynb #2dab25d2
 class EMCropDataset(torch.utils.data.Dataset):
     "Random (source crop, target crop, source mask) triples; item `(epoch, i)` depends only on `(seed, epoch, i)`"
-    epoch_aware = True   # `EMDataLoader` asks for items `(epoch, i)`: new crops every epoch, reproducible
+    epoch_aware = True   # `EpochDataLoader` asks for items `(epoch, i)`: new crops every epoch, reproducible
     def __init__(self,
                  source:EMDomain, # labelled source domain
                  target:EMDomain, # target domain (its images only)
@@ -928,52 +927,30 @@ class EMSliceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.images[i][None], self.masks[i].long()
 
 # %% ../nbs/24_data.ipynb #d903e3a8
-class EMDataLoader(DataLoader):
-    "fastai `DataLoader` with `n_inp` and, for `epoch_aware` datasets (`EMCropDataset`), indices `(epoch, i)`"
+class EpochDataLoader(DataLoader):
+    "fastai `DataLoader`, one input per batch; for `epoch_aware` datasets (`EMCropDataset`) indices `(epoch, i)`"
+    n_inp = 1   # batches are (input, targets...): fastai feeds the first element to the model
     def __init__(self,
                  dataset=None, # the items
-                 n_inp:int=1, # how many leading elements of a batch are inputs
                  epoch:int=0, # crop epoch of the next pass (epoch-aware datasets)
                  **kwargs):
-        self.n_inp, self.epoch = n_inp, epoch
+        self.epoch = epoch
         super().__init__(dataset, **kwargs)
     def get_idxs(self):
         "Indices of a pass: `(epoch, i)` for an epoch-aware dataset, else fastai's"
         if getattr(self.dataset, 'epoch_aware', False): return [(self.epoch, i) for i in range(self.n)]
         return super().get_idxs()
-    def __iter__(self):
-        with self.iterating(): yield from super().__iter__()
+    def after_iter(self):
+        "A pass that ended normally: the next one draws new crops"
+        if getattr(self.dataset, 'epoch_aware', False): self.epoch += 1
     def new(self,
             dataset=None, # items of the new loader (default: these)
             cls=None, # its class (default: this one)
             **kwargs):
-        "fastai's `new`, keeping `n_inp` and the crop epoch"
-        res = super().new(dataset, cls, **{'n_inp': self.n_inp, **kwargs})
+        "fastai's `new`, keeping the crop epoch"
+        res = super().new(dataset, cls, **kwargs)
         res.epoch = self.epoch
         return res
-
-# %% ../nbs/24_data.ipynb #4d2296e1
-_ACTIVE = []   # EMDataLoaders being iterated (innermost last)
-
-@patch
-@contextmanager
-def iterating(self:EMDataLoader):
-    "While active, `EMDataLoaders` gives this loader's `n_inp`; a pass ending normally moves to the next crop epoch"
-    _ACTIVE.append(self)
-    try:
-        yield
-        if getattr(self.dataset, 'epoch_aware', False): self.epoch += 1
-    finally: _ACTIVE.remove(self)
-
-# %% ../nbs/24_data.ipynb #80722ac0
-class EMDataLoaders(DataLoaders):
-    "`DataLoaders` whose `n_inp` is that of the loader being iterated (training loader's by default)"
-    @property
-    def n_inp(self)->int:
-        "`n_inp` of the loader being iterated, else of the training loader"
-        return _ACTIVE[-1].n_inp if _ACTIVE else self.train.n_inp
-    @n_inp.setter
-    def n_inp(self, v): self.train.n_inp = v
 
 # %% ../nbs/24_data.ipynb #131a575c
 def em_dataloaders(source:EMDomain, # labelled source domain
@@ -987,8 +964,8 @@ def em_dataloaders(source:EMDomain, # labelled source domain
                    device=None, # where batches go (default: default_device())
                    augment:bool=True, # random flips and 90° rotations
                    num_workers:int=0, # DataLoader worker processes
-                  )->EMDataLoaders:
-    "fastai `DataLoaders`: train `(src_img, tgt_img, src_mask)` crops (`n_inp=2`), valid whole `(img, mask)` slices"
+                  )->DataLoaders:
+    "fastai `DataLoaders`: train `(src_img, tgt_img, src_mask)` crops, valid whole `(img, mask)` slices (`n_inp=1`)"
     if valid is None and target.labelled: valid = target
     source, target = source.downscale(downscale), target.downscale(downscale)
     valid = None if valid is None else valid.downscale(downscale)
@@ -996,7 +973,7 @@ def em_dataloaders(source:EMDomain, # labelled source domain
     if c < crop: warnings.warn(f"crop {crop} larger than the (downscaled) slices; using {c}")
     train_ds = EMCropDataset(source, target, c, bs * iters_per_epoch, seed, augment)
     kw = dict(num_workers=num_workers, device=device if device is not None else default_device())
-    train = EMDataLoader(train_ds, n_inp=2, bs=bs, drop_last=True, **kw)
+    train = EpochDataLoader(train_ds, bs=bs, drop_last=True, **kw)
     vds = EMSliceDataset(valid) if valid is not None else []
-    vdl = EMDataLoader(vds, n_inp=1, bs=1, **kw)
-    return EMDataLoaders(train, vdl, device=kw['device'])
+    vdl = EpochDataLoader(vds, bs=1, **kw)
+    return DataLoaders(train, vdl, device=kw['device'])

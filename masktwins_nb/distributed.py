@@ -13,23 +13,23 @@ from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import num_distrib, rank_distrib
 from fastai.distributed import DistributedTrainer, DistributedDL
 from .models import unwrap_model
-from .data import EMDataLoader, InputError
+from .data import InputError
 
 # %% auto #0
 __all__ = ['RankDL', 'MTDistributedTrainer', 'distributed_ctx', 'distributed_world', 'local_device']
 
 # %% ../nbs/23_distributed.ipynb #e8aed49d
 class RankDL(DistributedDL):
-    "fastai's `DistributedDL` for our loaders: index broadcast on any backend, crop epochs kept, `n_inp` followed"
+    "fastai's `DistributedDL` for our loaders: index broadcast on any backend, `n_inp` of the wrapped loader"
     def _broadcast(self, t, rank):
         dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
         x = torch.tensor(t, dtype=torch.long, device=dev)
         dist.broadcast(x, rank)
         return [tuple(r) if isinstance(r, list) else r for r in x.cpu().tolist()]   # crop indices are (epoch, i) pairs
-    def __iter__(self):
-        inner = self.dl
-        if not isinstance(inner, EMDataLoader): yield from super().__iter__(); return
-        with inner.iterating(): yield from super().__iter__()   # `n_inp` followed, new crops next epoch
+    @property
+    def n_inp(self)->int:
+        "The wrapped loader's `n_inp` (1 for a loader without one)"
+        return getattr(self.dl, 'n_inp', 1)
 
 # %% ../nbs/23_distributed.ipynb #4668c4a4
 class MTDistributedTrainer(DistributedTrainer):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from fastai.torch_core import default_device
 from fastcore.basics import patch
-from .data import EMDataLoader, EMDataLoaders, load_domain, normalize, InputError, H5_EXTS
+from fastai.data.core import DataLoaders
+from .data import EpochDataLoader, load_domain, normalize, InputError, H5_EXTS
 from .volumes import volume_spacing, resample_volume, random_crop3d
 from .models3d import UNet3d
 from .inference import predict_volume3d
@@ -151,7 +152,7 @@ class StrongAug3d(StrongAug):
 # %% ../nbs/06a_learner3d.ipynb #bc42079c
 class VolumeCropDataset(torch.utils.data.Dataset):
     "Random 3-D (source crop, target crop, source mask) triples; item `(epoch, i)` depends only on `(seed, epoch, i)`"
-    epoch_aware = True   # `EMDataLoader` asks for items `(epoch, i)`
+    epoch_aware = True   # `EpochDataLoader` asks for items `(epoch, i)`
     def __init__(self,
                  source:Volume, # labelled source volume
                  target:Volume, # target volume (its masks are not used)
@@ -198,15 +199,15 @@ def volume_dataloaders(source:Volume, # labelled source volume (at the common vo
                        device=None, # where batches go (default: default_device())
                        augment:bool=True, # flips and in-plane 90° turns
                        tile:tuple=(32, 96, 96), # validation tile (d, h, w)
-                      )->EMDataLoaders:
-    "fastai `DataLoaders`: train `(src, tgt, src_mask)` 3-D crops (`n_inp=2`), valid non-overlapping tiles of `valid`"
+                      )->DataLoaders:
+    "fastai `DataLoaders`: train `(src, tgt, src_mask)` 3-D crops, valid non-overlapping tiles of `valid` (`n_inp=1`)"
     if valid is None and target.labelled: valid = target
     c = tuple(min(a, s, t) for a, s, t in zip(crop, source.shape, target.shape))
     kw = dict(device=device if device is not None else default_device())
     crops = VolumeCropDataset(source, target, c, bs * iters_per_epoch, seed, augment)
-    train = EMDataLoader(crops, n_inp=2, bs=bs, drop_last=True, **kw)
-    vdl = EMDataLoader(VolumeTileDataset(valid, tile) if valid is not None else [], n_inp=1, bs=1, **kw)
-    return EMDataLoaders(train, vdl, device=kw['device'])
+    train = EpochDataLoader(crops, bs=bs, drop_last=True, **kw)
+    vdl = EpochDataLoader(VolumeTileDataset(valid, tile) if valid is not None else [], bs=1, **kw)
+    return DataLoaders(train, vdl, device=kw['device'])
 
 # %% ../nbs/06a_learner3d.ipynb #a10ae419
 def masktwins_learner3d(dls, # from volume_dataloaders

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from fastcore.basics import patch
 from fastai.torch_core import default_device
-from .data import EMDataError, EMDataLoader, EMDataLoaders, fail_input, check_file, natural_key
+from fastai.data.core import DataLoaders
+from .data import EMDataError, EpochDataLoader, fail_input, check_file, natural_key
 from .metrics import CITYSCAPES_CLASSES
 from .augment import IMAGENET_MEAN, IMAGENET_STD
 from .recipe import Recipe
@@ -22,7 +23,7 @@ __all__ = ['CITYSCAPES_ID_TO_TRAINID', 'SYNTHIA_CLASSES', 'SYNTHIA_TO_TRAINID', 
            'write_png16', 'read_rgb', 'read_synthia_label', 'read_cityscapes_label', 'synthia_items',
            'cityscapes_items', 'make_synthia_fixture', 'make_cityscapes_fixture', 'normalize_rgb', 'denormalize',
            'colorize', 'class_stats', 'rcs_probs', 'rescale_size', 'margin_region', 'NaturalCropDataset',
-           'NaturalValidDataset', 'rcs_sampler', 'NaturalDataLoader', 'natural_dataloaders', 'show_seg_results']
+           'NaturalValidDataset', 'rcs_sampler', 'natural_dataloaders', 'show_seg_results']
 
 # %% ../nbs/11_natural_data.ipynb #e9e8e7b5
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
@@ -417,7 +418,7 @@ def _finish(x, y, c, flip):
 # %% ../nbs/11_natural_data.ipynb #184b30b7
 class NaturalCropDataset(torch.utils.data.Dataset):
     "Random (source crop, target crop, source mask) triples; item `(epoch, i)` depends only on `(seed, epoch, i)`"
-    epoch_aware = True   # `EMDataLoader` asks for items `(epoch, i)`
+    epoch_aware = True   # `EpochDataLoader` asks for items `(epoch, i)`
     def __init__(self,
                  source:list, # [(image, label)] source files (synthia_items)
                  target:list, # [(image, _)] target files (cityscapes_items(..., labels=False))
@@ -530,9 +531,6 @@ def rcs_sampler(stats:dict, # class_stats(...)
     return dict(classes=list(p), probs=np.array(list(p.values())), images=images)
 
 # %% ../nbs/11_natural_data.ipynb #fe4440ee
-class NaturalDataLoader(EMDataLoader):
-    "`EMDataLoader` for the natural-image datasets (`NaturalCropDataset` is `epoch_aware`: indices `(epoch, i)`)"
-
 def _root_split(x, default:str)->tuple:
     "`(root, split)` from a root (split `default`) or a `(root, split)` pair"
     return (Path(x[0]), x[1]) if isinstance(x, (tuple, list)) else (Path(x), default)
@@ -557,7 +555,7 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
                         valid_split:str='val', # Cityscapes split for validation
                         valid_n:int|None=None, # validate on this many evenly spaced images (None: all)
                         pseudo_margins:tuple|None=None, # margins without pseudo-labels (top, bottom, left, right)
-                       )->EMDataLoaders:
+                       )->DataLoaders:
     "fastai `DataLoaders` for SYNTHIA → Cityscapes: training crops `(src, tgt, src_mask)`, whole validation images"
     src = synthia_items(source)
     troot, tsplit = _root_split(target, target_split)
@@ -572,9 +570,9 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
     train_ds = NaturalCropDataset(src, tgt, crop, source_size, target_size, bs * iters_per_epoch, seed, scale_range,
                                   flip, cat_max_ratio, rcs, margins=pseudo_margins)
     kw = dict(num_workers=num_workers, device=device if device is not None else default_device())
-    train = NaturalDataLoader(train_ds, n_inp=2, bs=bs, drop_last=True, **kw)
-    vdl = NaturalDataLoader(NaturalValidDataset(val, target_size) if val else [], n_inp=1, bs=1, **kw)
-    return EMDataLoaders(train, vdl, device=kw['device'])
+    train = EpochDataLoader(train_ds, bs=bs, drop_last=True, **kw)
+    vdl = EpochDataLoader(NaturalValidDataset(val, target_size) if val else [], bs=1, **kw)
+    return DataLoaders(train, vdl, device=kw['device'])
 
 # %% ../nbs/11_natural_data.ipynb #03ce9b4d
 def show_seg_results(learn_or_model, # a `Learner` or a model mapping (B,3,H,W) to (B,C,H,W) logits

@@ -10,7 +10,8 @@ from fastai.losses import CrossEntropyLossFlat
 from .metrics import MeanIoU, SYNTHIA16, SYNTHIA13
 from .learner import masktwins_learner
 from .callbacks import MaskTwins
-from .natural_data import natural_dataloaders, EMDataLoaders
+from fastai.data.core import DataLoaders
+from .natural_data import natural_dataloaders
 from .classmix import ClassMix
 from .schedule import adamw
 from .augment import ColourAug
@@ -52,7 +53,7 @@ def preset_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
                        seed:int=0, # seed of the sampler
                        device=None, # where batches go (default: default_device())
                        valid_n:int|None=None, # validate on this many images (default all)
-                      )->EMDataLoaders:
+                      )->DataLoaders:
     "`natural_dataloaders` for a preset: its sizes, batch size, rare-class sampling and target pseudo-label margins"
     cfg = cfg or preset_config()
     m = (cfg.ignore_top, cfg.ignore_bottom, cfg.ignore_sides, cfg.ignore_sides)
