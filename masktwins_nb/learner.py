@@ -22,10 +22,22 @@ from .callbacks import SplitTarget, EMATeacher, MaskTwins, TermsCallback
 from .checkpoints import SaveEveryEpoch   # NaNGuard names its last good checkpoint
 
 # %% auto #0
-__all__ = ['NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'evaluate', 'show_results']
+__all__ = ['SegCrossEntropy', 'NonFiniteLossError', 'NaNGuard', 'masktwins_learner', 'evaluate', 'show_results']
 
 # %% ../nbs/06_learner.ipynb #1e03c08d
 from .recipe import Recipe, METHODS   # the method names and every default live in the recipe
+
+# %% ../nbs/06_learner.ipynb #24ea2620
+class SegCrossEntropy(CrossEntropyLossFlat):
+    "fastai's `CrossEntropyLossFlat(axis=1)` for logits `(B,C,*S)` and labels `(B,*S)` of any spatial dimension"
+    def __init__(self, *args, **kwargs): super().__init__(*args, axis=1, **kwargs)
+    def __call__(self,
+                 inp:torch.Tensor, # logits (B,C,*S)
+                 targ:torch.Tensor, # labels (B,*S)
+                 **kwargs):
+        "The mean cross-entropy over pixels or voxels (fastai's own computation for 2-D batches)"
+        if inp.ndim <= 4: return super().__call__(inp, targ, **kwargs)
+        return self.func(inp.movedim(1, -1).reshape(-1, inp.shape[1]), targ.reshape(-1).long(), **kwargs)
 
 # %% ../nbs/06_learner.ipynb #2d4da6e6
 class NonFiniteLossError(FloatingPointError):
@@ -80,7 +92,7 @@ def masktwins_learner(dls, # DataLoaders from em_dataloaders (train batches (src
     all_cbs = _method_cbs(r, aug, batched_views, seed)
     if r.amp: all_cbs.append(_mixed_precision(dls))
     if nan_guard: all_cbs.append(NaNGuard())
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=255), opt_func=opt_func,
+    learn = Learner(dls, model, loss_func=SegCrossEntropy(ignore_index=255), opt_func=opt_func,
                     metrics=binary_metrics() if metrics is None else metrics, cbs=all_cbs + list(L(cbs)), **kwargs)
     learn.recipe = r   # the settings, the method included (`learn.recipe.method`)
     return learn

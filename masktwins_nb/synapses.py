@@ -11,10 +11,10 @@ from fastai.torch_core import set_seed
 from .data import InputError
 from .detection import points_from_mask, sphere_target, find_peaks, detection_scores
 from .volumes import resample_volume
+from .learner import SegCrossEntropy
 from .learner3d import Volume, volume_dataloaders, masktwins_learner3d, volume_probability
 from .schedule import fit_iters
 from .run import training_output
-from fastai.losses import CrossEntropyLossFlat
 from .recipe import Recipe, EM3D
 
 # %% auto #0
@@ -95,7 +95,7 @@ def _detection_learner(tr:Volume, tgt:Volume, te:Volume, r:Recipe, seed:int, dev
                              iters_per_epoch=min(r.eval_every, r.iters), seed=seed, device=device or 'cpu', tile=tile)
     learn = masktwins_learner3d(dls, r, seed=seed)
     w = torch.tensor([1., fg_weight])
-    learn.loss_func = CrossEntropyLossFlat(axis=1, ignore_index=255, weight=w)   # the source term
+    learn.loss_func = SegCrossEntropy(ignore_index=255, weight=w)   # the source term
     if prior_init: prior_bias(learn.model, float((tr.masks == 1).sum() / max(1, (tr.masks != 255).sum())))
     return learn
 
