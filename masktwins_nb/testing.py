@@ -7,10 +7,12 @@ from __future__ import annotations
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
-from fastcore.test import test_eq
+import torch
+from fastai.torch_core import set_seed
+from fastcore.test import test_eq, test_fail
 
 # %% auto #0
-__all__ = ['hand_learner', 'drive', 'Interrupt', 'PoisonTarget', 'test_same_run']
+__all__ = ['hand_learner', 'drive', 'Interrupt', 'PoisonTarget', 'test_same_run', 'tiny_masktwins', 'check_resume']
 
 # %% ../nbs/19_testing.ipynb #7e094add
 def hand_learner(model, # the student
@@ -74,3 +76,39 @@ def test_same_run(a:Learner, # a run resumed from a checkpoint
     test_eq(a.recorder.values[:epochs], b.recorder.values[:epochs])
     test_eq(a.mask_twins.history, b.mask_twins.history)
     test_eq(a.save_every_epoch.step, b.save_every_epoch.step)
+
+# %% ../nbs/19_testing.ipynb #da17cf36
+def tiny_masktwins(ckpt, # the checkpoint file, written after every epoch (`SaveEveryEpoch`)
+                   cbs=(), # more callbacks
+                  )->Learner:
+    "A fixed-seed MaskTwins learner on a tiny synthetic EM pair: 3 iterations an epoch, a checkpoint per epoch"
+    from .data import synthetic_em_pair, em_dataloaders   # the test fixture needs the whole package: imported here,
+    from .models import UNet                              # so that the callback notebooks can use this module early
+    from .learner import masktwins_learner
+    from .checkpoints import SaveEveryEpoch
+    set_seed(1, reproducible=True)
+    d = em_dataloaders(*synthetic_em_pair(n=4, size=64, seed=0), crop=32, bs=2, iters_per_epoch=3, seed=0, device='cpu')
+    return masktwins_learner(d, UNet(in_ch=1, n_classes=2, depth=2, width=4), method='masktwins', block_size=8, seed=0,
+                             cbs=[SaveEveryEpoch(ckpt), *cbs])
+
+# %% ../nbs/19_testing.ipynb #4fc9b5d9
+def check_resume(fit, # fit(learn, resume) trains the whole run (resume: a checkpoint file or None)
+                 ckpt, # the checkpoint file the runs write, one per epoch
+                 stop:int=7, # the training iteration at which the interrupted run crashes
+                 make=None, # make(ckpt, cbs) -> a fresh learner, the same every call (default: `tiny_masktwins`)
+                )->Learner: # the uninterrupted run
+    "A run crashed at iteration `stop` and resumed from `ckpt` ends bit for bit where the uninterrupted run ends"
+    def run(cbs=(), resume=None):
+        learn = (make or tiny_masktwins)(ckpt, list(cbs))
+        with learn.no_bar(), learn.no_logging(): fit(learn, resume)
+        return learn
+    full = run()
+    n_ep = len(full.recorder.values); per_ep = full.train_iter // n_ep
+    test_fail(lambda: run([Interrupt(stop)]), contains=f'crash at {stop}')
+    test_eq(torch.load(ckpt, weights_only=True)['train']['train_iter'], stop // per_ep * per_ep)   # the last checkpoint
+    res = run(resume=ckpt)
+    test_same_run(res, full, epochs=stop // per_ep); test_eq(len(res.recorder.values), n_ep)
+    done = run(resume=ckpt)   # resuming a finished run trains nothing and changes nothing
+    test_eq((done.train_iter, len(done.recorder.values)), (full.train_iter, n_ep))
+    for k, v in full.model.state_dict().items(): test_eq(done.model.state_dict()[k], v)
+    return full
