@@ -21,8 +21,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # %% ../nbs/04b_augment.ipynb #28d42f9c
 def random_blur(x:Tensor, # (B,C,H,W) float batch
-                u_apply:Tensor, # (B,) uniforms: sample i is blurred where `u_apply[i] < p`
-                u_sigma:Tensor, # (B,) uniforms mapped to its sigma in `sigma`
+                u_apply:Tensor, # (B,) uniforms: sample i is blurred where u_apply[i] < p
+                u_sigma:Tensor, # (B,) uniforms mapped to its sigma in sigma
                 p:float, # blur probability
                 sigma:tuple, # (min, max) sigma in pixels
                 kernel_size:int|None=None, # default 2*ceil(3*sigma_max)+1, cut to what the image size allows
@@ -51,30 +51,33 @@ class StrongAug:
                  kernel_size:int|None=None, # blur kernel size; default 2*ceil(3*sigma_max)+1
                 ): store_attr()
 
-    def __call__(self,
-                 x:Tensor, # (B,C,H,W) batch
-                 generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
-                )->Tensor: # augmented batch, same shape and dtype
-        "Augment `x` with parameters drawn from `generator`: six uniforms per sample"
-        if x.ndim != 4: raise ValueError(f"StrongAug expects (B,C,H,W), got {tuple(x.shape)}")
-        B = x.shape[0]
-        dev = generator.device if generator is not None else x.device
-        u = torch.rand(B, 6, generator=generator, device=dev).to(x.device)
-        with torch.no_grad():
-            xf = x.float()
-            out = self._jitter(xf, u) if self.p_jitter > 0 else xf
-            out = random_blur(out, u[:, 4], u[:, 5], self.p_blur, self.sigma, self.kernel_size)
-        return out.to(x.dtype)
-
     def __repr__(self):
+        "The settings, as a constructor call"
         return (f"StrongAug(p_jitter={self.p_jitter}, brightness={self.brightness}, contrast={self.contrast}, "
                 f"gamma={self.gamma}, p_blur={self.p_blur}, sigma={self.sigma})")
+
+# %% ../nbs/04b_augment.ipynb #cc927cea
+@patch
+def __call__(self:StrongAug,
+             x:Tensor, # (B,C,H,W) batch
+             generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
+            )->Tensor: # augmented batch, same shape and dtype
+    "Augment `x` with parameters drawn from `generator`: six uniforms per sample"
+    if x.ndim != 4: raise ValueError(f"StrongAug expects (B,C,H,W), got {tuple(x.shape)}")
+    B = x.shape[0]
+    dev = generator.device if generator is not None else x.device
+    u = torch.rand(B, 6, generator=generator, device=dev).to(x.device)
+    with torch.no_grad():
+        xf = x.float()
+        out = self._jitter(xf, u) if self.p_jitter > 0 else xf
+        out = random_blur(out, u[:, 4], u[:, 5], self.p_blur, self.sigma, self.kernel_size)
+    return out.to(x.dtype)
 
 # %% ../nbs/04b_augment.ipynb #59ca2eba
 @patch
 def _jitter(self:StrongAug,
             xf:Tensor, # (B,C,H,W) float batch
-            u:Tensor, # (B,6) uniforms of `__call__`: columns 0-3 are the jitter's
+            u:Tensor, # (B,6) uniforms of __call__: columns 0-3 are the jitter's
            )->Tensor:
     "Brightness/contrast/gamma jitter of the samples with `u[:, 0] < p_jitter`, within each image's range"
     B = xf.shape[0]
@@ -104,33 +107,36 @@ class ColourAug:
         if not 0 <= hue <= 0.5: raise ValueError(f"ColourAug: hue must be in [0, 0.5] turns, got {hue}")
         store_attr()
 
-    def __call__(self,
-                 x:Tensor, # (B,3,H,W) normalised RGB batch
-                 generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
-                )->Tensor: # augmented batch, same shape and dtype
-        "Augment `x` with parameters drawn from `generator`: seven uniforms per sample, the jitter steps' order"
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"ColourAug expects a normalised RGB batch (B,3,H,W), got {tuple(x.shape)} "
-                             "(fix: use `StrongAug` for grey-scale images)")
-        B = x.shape[0]
-        dev = generator.device if generator is not None else x.device
-        u = torch.rand(B, 7, generator=generator, device=dev).to(x.device)
-        order = torch.randperm(4, generator=generator, device=dev).tolist()
-        with torch.no_grad():
-            xf = x.float()
-            out = self._jitter(xf, u, order) if self.p_jitter > 0 else xf
-            out = random_blur(out, u[:, 5], u[:, 6], self.p_blur, self.sigma, self.kernel_size)
-        return out.to(x.dtype)
-
     def __repr__(self):
+        "The settings, as a constructor call"
         return (f"ColourAug(p_jitter={self.p_jitter}, brightness={self.brightness}, contrast={self.contrast}, "
                 f"saturation={self.saturation}, hue={self.hue}, p_blur={self.p_blur}, sigma={self.sigma})")
+
+# %% ../nbs/04b_augment.ipynb #feebe88b
+@patch
+def __call__(self:ColourAug,
+             x:Tensor, # (B,3,H,W) normalised RGB batch
+             generator:torch.Generator|None=None, # random generator (parameters are drawn on its device)
+            )->Tensor: # augmented batch, same shape and dtype
+    "Augment `x` with parameters drawn from `generator`: seven uniforms per sample, the jitter steps' order"
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"ColourAug expects a normalised RGB batch (B,3,H,W), got {tuple(x.shape)} "
+                         "(fix: use `StrongAug` for grey-scale images)")
+    B = x.shape[0]
+    dev = generator.device if generator is not None else x.device
+    u = torch.rand(B, 7, generator=generator, device=dev).to(x.device)
+    order = torch.randperm(4, generator=generator, device=dev).tolist()
+    with torch.no_grad():
+        xf = x.float()
+        out = self._jitter(xf, u, order) if self.p_jitter > 0 else xf
+        out = random_blur(out, u[:, 5], u[:, 6], self.p_blur, self.sigma, self.kernel_size)
+    return out.to(x.dtype)
 
 # %% ../nbs/04b_augment.ipynb #91062a9b
 @patch
 def _jitter(self:ColourAug,
             xf:Tensor, # (B,3,H,W) float, normalised
-            u:Tensor, # (B,7) uniforms of `__call__`: columns 0-4 are the jitter's
+            u:Tensor, # (B,7) uniforms of __call__: columns 0-4 are the jitter's
             order:list, # the order of the four steps (brightness, contrast, saturation, hue)
            )->Tensor:
     "Colour jitter of the samples with `u[:, 0] < p_jitter`, on the [0,1] image, normalised again"

@@ -70,7 +70,7 @@ class ClassMix(TermsCallback):
                  mix_weight:float=Recipe.mix_weight, # weight of the mixed-image loss
                  aug:bool|object=True, # augmentation of the mix: True (ColourAug()), False, or a callable(x, generator)
                  threshold:float=Recipe.threshold, # pseudo-label confidence threshold τ
-                 weight_mode:str=Recipe.weight_mode, # pseudo-label weight: 'ratio' (DACS/DAFormer), 'pixel' or 'two_sided'
+                 weight_mode:str=Recipe.weight_mode, # pseudo-label weight: ratio (DACS/DAFormer), pixel or two_sided
                  ignore_index:int=255, # label of unlabelled source pixels
                  ignore_top:int=0, # zero the pseudo-label weight of this many top pixel rows (DAFormer Cityscapes: 15)
                  ignore_bottom:int=0, # ... and of this many bottom rows (DAFormer Cityscapes: 120)

@@ -207,10 +207,6 @@ class MiTEncoder(nn.Module):
         self.layout = _installed_layout(self.mit)
         self._register_load_state_dict_pre_hook(_mit_load_hook, with_module=True)
 
-    def __getstate__(self):
-        _drop_capture_hooks(self.mit)
-        return super().__getstate__()
-
     def forward(self,
                 x:torch.Tensor, # (B, 3, H, W) images, H and W at least min_size
                )->list:
@@ -220,6 +216,13 @@ class MiTEncoder(nn.Module):
                              f"least {self.min_size} pixels (its spatial-reduction convolutions need it). "
                              "Use a larger crop.")
         return list(self.mit(pixel_values=x, output_hidden_states=True).hidden_states)
+
+# %% ../nbs/12_daformer.ipynb #15ca7a3c
+@patch
+def __getstate__(self:MiTEncoder):
+    "The state to pickle or deep-copy, without the output-capturing hooks of transformers ≥ 5"
+    _drop_capture_hooks(self.mit)
+    return super(MiTEncoder, self).__getstate__()
 
 # %% ../nbs/12_daformer.ipynb #b7cc6a11
 def _weights_file(path, arg:str)->Path:

@@ -251,18 +251,6 @@ class _Stack:
             else: fail_input(p, f"unknown file type '{ext}'", f"use a folder of slices, a TIFF "
                              f"({', '.join(IMG_EXTS)}) or an HDF5 file ({', '.join(H5_EXTS)})")
         self._n = self._info = None
-    def __len__(self):
-        "Number of slices (from the metadata, once)"
-        if self._n is None:
-            if self.kind == 'folder': self._n = len(self.files)
-            elif self.kind == 'image': self._n = 1
-            elif self.kind == 'tiff':
-                npg, shp, spp, _, planes = self._tiff_info()
-                self._n = spp if planes else npg if npg > 1 else (shp[0] if len(shp) - (spp > 1) == 3 else 1)
-            else:
-                shp = self._h5_shape()
-                self._n = shp[0] if len(shp) == 3 else 1
-        return self._n
 
 # %% ../nbs/24_data.ipynb #517f4221
 @patch
@@ -293,6 +281,21 @@ def _h5_shape(self:_Stack)->tuple:
     if len(shp) not in (2, 3):
         fail_input(self.path, f"dataset '{self.key}' has shape {shp}, expected (H, W) or (N, H, W)")
     return shp
+
+# %% ../nbs/24_data.ipynb #5754db8d
+@patch
+def __len__(self:_Stack):
+    "Number of slices (from the metadata, once)"
+    if self._n is None:
+        if self.kind == 'folder': self._n = len(self.files)
+        elif self.kind == 'image': self._n = 1
+        elif self.kind == 'tiff':
+            npg, shp, spp, _, planes = self._tiff_info()
+            self._n = spp if planes else npg if npg > 1 else (shp[0] if len(shp) - (spp > 1) == 3 else 1)
+        else:
+            shp = self._h5_shape()
+            self._n = shp[0] if len(shp) == 3 else 1
+    return self._n
 
 # %% ../nbs/24_data.ipynb #6bd5cedd
 @patch
@@ -482,13 +485,13 @@ class EMDomain:
             if mk.shape != im.shape: raise EMDataError(f"{name}: masks shape {mk.shape} != images shape {im.shape}")
             masks = mk.astype(np.uint8)
         self.masks, self.name = masks, name
-    def __len__(self): return len(self.images)
-    def __repr__(self):
-        fg = '' if self.masks is None else f", fg={self.fg_fraction:.1%}"
-        kind = 'labelled' if self.labelled else 'unlabelled'
-        return f"EMDomain('{self.name}', {'x'.join(map(str, self.shape))}, {kind}{fg})"
 
 # %% ../nbs/24_data.ipynb #0d0e6fa5
+@patch
+def __len__(self:EMDomain):
+    "Number of slices"
+    return len(self.images)
+
 @patch(as_prop=True)
 def shape(self:EMDomain):
     "(N, H, W) of the images"
@@ -504,6 +507,13 @@ def fg_fraction(self:EMDomain)->float|None:
     "Fraction of foreground (mask == 1) pixels, None if unlabelled"
     return None if self.masks is None else float((self.masks == 1).mean())
 
+# %% ../nbs/24_data.ipynb #2bf6a04a
+@patch
+def __repr__(self:EMDomain):
+    "`EMDomain('name', NxHxW, labelled, fg=..%)`"
+    fg = '' if self.masks is None else f", fg={self.fg_fraction:.1%}"
+    kind = 'labelled' if self.labelled else 'unlabelled'
+    return f"EMDomain('{self.name}', {'x'.join(map(str, self.shape))}, {kind}{fg})"
 
 # %% ../nbs/24_data.ipynb #fef027c1
 @patch
@@ -898,13 +908,9 @@ class EMCropDataset(torch.utils.data.Dataset):
         self.src, self.src_mask = torch.from_numpy(source.images), torch.from_numpy(source.masks)
         self.tgt = torch.from_numpy(target.images)
         self.crop, self.n, self.seed, self.augment = crop, n, seed, augment
-    def __len__(self): return self.n
-    def __getitem__(self, idx):
-        e, i = idx if isinstance(idx, tuple) else (0, idx)
-        rng = np.random.default_rng([self.seed, e, i])
-        s, sm = self._crop(rng, self.src, self.src_mask)
-        t, _ = self._crop(rng, self.tgt)
-        return s[None], t[None], sm.long()
+    def __len__(self):
+        "Items per epoch"
+        return self.n
 
 # %% ../nbs/24_data.ipynb #178fa8dd
 @patch
@@ -916,6 +922,15 @@ def _crop(self:EMCropDataset, rng, vol, msk=None):
     sl = (z, slice(y, y + self.crop), slice(x, x + self.crop))
     return _dihedral(vol[sl], k).contiguous(), None if msk is None else _dihedral(msk[sl], k).contiguous()
 
+@patch
+def __getitem__(self:EMCropDataset, idx):
+    "Training item `(src_img, tgt_img, src_mask)` for `idx` = `(epoch, i)` (or `i`: epoch 0)"
+    e, i = idx if isinstance(idx, tuple) else (0, idx)
+    rng = np.random.default_rng([self.seed, e, i])
+    s, sm = self._crop(rng, self.src, self.src_mask)
+    t, _ = self._crop(rng, self.tgt)
+    return s[None], t[None], sm.long()
+
 # %% ../nbs/24_data.ipynb #b652997c
 class EMSliceDataset(torch.utils.data.Dataset):
     "Whole labelled slices `(img (1,H,W) float32, mask (H,W) int64)` for validation"
@@ -923,8 +938,12 @@ class EMSliceDataset(torch.utils.data.Dataset):
                 ):
         if domain.masks is None: raise EMDataError(f"{domain.name}: the validation domain needs masks")
         self.images, self.masks = torch.from_numpy(domain.images), torch.from_numpy(domain.masks)
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.images[i][None], self.masks[i].long()
+    def __len__(self):
+        "Number of slices"
+        return len(self.images)
+    def __getitem__(self, i):
+        "Slice `i` and its mask"
+        return self.images[i][None], self.masks[i].long()
 
 # %% ../nbs/24_data.ipynb #d903e3a8
 class EpochDataLoader(DataLoader):

@@ -72,7 +72,7 @@ def after_loss(self:NaNGuard):
 
 # %% ../nbs/06_learner.ipynb #a8264a44
 def masktwins_learner(dls, # DataLoaders from em_dataloaders (train batches (src, tgt, mask))
-                      model:nn.Module=None, # the student; default a UNet(in_ch, recipe.n_classes)
+                      model:nn.Module=None, # the student; default a UNet of the recipe's n_classes, depth and width
                       recipe:Recipe=None, # method, teacher and loss settings (default: Recipe(), the paper's)
                       in_ch:int=1, # input channels of the default model
                       aug:bool=True, # strong augmentation (colour jitter + blur) of the target before masking
@@ -88,7 +88,7 @@ def masktwins_learner(dls, # DataLoaders from em_dataloaders (train batches (src
     names = Recipe.names()
     r = (recipe or Recipe()).replace(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
     if r.method not in METHODS: raise ValueError(f"Unknown method {r.method!r}; choose one of {', '.join(METHODS)}")
-    if model is None: model = UNet(in_ch=in_ch, n_classes=r.n_classes)
+    if model is None: model = UNet(in_ch=in_ch, n_classes=r.n_classes, depth=r.depth, width=r.width)
     all_cbs = _method_cbs(r, aug, batched_views, seed)
     if r.amp: all_cbs.append(_mixed_precision(dls))
     if nan_guard: all_cbs.append(NaNGuard())

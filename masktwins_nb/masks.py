@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from .recipe import Recipe   # the paper's block size and mask ratio
 
 # %% auto #0
 __all__ = ['MASK_MODES', 'pick_ratio', 'block_mask', 'mask_views', 'kway_masks', 'apply_mask', 'show_mask_views', 'mask_explorer']
@@ -65,8 +66,8 @@ def _block_mask(n, h, w, block_size, r, generator, device, dtype):
 def block_mask(n:int, # number of independent masks (batch size)
                h:int, # mask height
                w:int, # mask width
-               block_size:int=64, # side of a mask block in pixels (paper default: 64)
-               ratio:float|list=0.5, # fraction of blocks masked, in [0, 1); a list/tuple: one value drawn per call
+               block_size:int=Recipe.block_size, # side of a mask block in pixels (paper default: 64)
+               ratio:float|list=Recipe.ratio, # fraction of blocks masked, in [0, 1); a list/tuple: one drawn per call
                generator:torch.Generator|None=None, # random generator (draws happen on its device)
                device=None, # output device (default: the generator's device, else CPU)
                dtype=torch.float32, # output dtype
@@ -88,8 +89,8 @@ def _complement(m): return ~m if m.dtype == torch.bool else 1 - m
 # %% ../nbs/01_masks.ipynb #732e8dcf
 def mask_views(x:Tensor, # batch (B,C,H,W) or (B,H,W): masks are made for its shape, device and dtype
                mode:str='complementary', # one of MASK_MODES
-               block_size:int=64, # side of a mask block in pixels (paper default: 64)
-               ratio:float|list=0.5, # masked fraction of the first mask, in [0, 1); a list/tuple: one drawn per call
+               block_size:int=Recipe.block_size, # side of a mask block in pixels (paper default: 64)
+               ratio:float|list=Recipe.ratio, # masked share of the first mask, in [0, 1); a list or tuple: one per call
                generator:torch.Generator|None=None, # random generator
               )->list: # list of masks, (B,1,H,W) for 4-D x and (B,H,W) for 3-D x
     "Masks for `mode`: complementary `[M, 1-M]`, random_pair `[M1(r), M2(1-r)]` (independent), single `[M]`, none `[]`"
@@ -106,7 +107,7 @@ def kway_masks(n:int, # number of samples
                h:int, # mask height
                w:int, # mask width
                k:int, # number of parts (views)
-               block_size:int=64, # side of a mask block in pixels
+               block_size:int=Recipe.block_size, # side of a mask block in pixels
                generator:torch.Generator|None=None, # random generator
                device=None, # output device (default: the generator's device, else CPU)
                dtype=torch.float32, # output dtype
@@ -145,7 +146,7 @@ def _demo_batch(n:int=2, h:int=256, w:int=256, seed:int=0)->Tensor:
 def show_mask_views(x:Tensor|None=None, # (B,1,H,W) batch (default: _demo_batch())
                     mode:str='complementary', # one of MASK_MODES, or 'kway'
                     block_size:int=32, # block size in pixels
-                    ratio:float|list=0.5, # mask ratio (ignored for 'kway')
+                    ratio:float|list=Recipe.ratio, # mask ratio (ignored for 'kway')
                     generator:torch.Generator|None=None, # random generator
                     k:int=3, # number of parts for 'kway'
                     n:int=2, # number of samples shown

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from .masks import MASK_MODES, pick_ratio
+from .recipe import Recipe
 
 # %% auto #0
 __all__ = ['block_mask3d', 'mask_views3d', 'kway_masks3d']
@@ -35,7 +36,7 @@ def _rand3(shape, generator, device):
 def block_mask3d(n:int, # number of independent masks
                  d:int, h:int, w:int, # volume size (z, y, x)
                  block_size:int|tuple=(1, 64, 64), # block side in voxels, one number or (bz, by, bx)
-                 ratio:float|list=0.5, # fraction of blocks masked, in [0, 1); a list: one value drawn per call
+                 ratio:float|list=Recipe.ratio, # fraction of blocks masked, in [0, 1); a list: one value drawn per call
                  generator:torch.Generator|None=None, # random generator (draws happen on its device)
                  device=None, # output device (default: the generator's, else CPU)
                  dtype=torch.float32, # output dtype
@@ -52,7 +53,7 @@ def block_mask3d(n:int, # number of independent masks
 def mask_views3d(x:Tensor, # batch of volumes (B,C,D,H,W) or (B,D,H,W): masks are made for its shape, device and dtype
                  mode:str='complementary', # one of MASK_MODES
                  block_size:int|tuple=(1, 64, 64), # block side in voxels, one number or (bz, by, bx)
-                 ratio:float|list=0.5, # masked fraction of the first mask, in [0, 1); a list: one value drawn per call
+                 ratio:float|list=Recipe.ratio, # masked share of the first mask, in [0, 1); a list: one drawn per call
                  generator:torch.Generator|None=None, # random generator
                 )->list: # masks, (B,1,D,H,W) for 5-D x and (B,D,H,W) for 4-D x
     "The views' masks of a batch of volumes for `mode` (see `mask_views` for the 2-D meaning)"

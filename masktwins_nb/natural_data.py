@@ -86,7 +86,8 @@ def read_rgb(path, # an 8-bit image (PNG/JPEG): RGB, RGBA, grey or palette
     except EMDataError: raise
     except Exception as e: fail_input(p, f"unreadable image ({type(e).__name__}: {e})", "re-download or re-extract it")
 
-def read_synthia_label(path, # a SYNTHIA-RAND-CITYSCAPES `GT/LABELS/*.png` (16-bit, class id in the first channel)
+# %% ../nbs/11_natural_data.ipynb #894c679e
+def read_synthia_label(path, # a SYNTHIA-RAND-CITYSCAPES GT/LABELS/*.png (16-bit, class id in the first channel)
                       )->np.ndarray: # (H,W) uint8 Cityscapes train ids, 255 = ignore
     "Read a SYNTHIA label and map its class ids to the 16 shared Cityscapes train ids"
     p = Path(path); a = read_png16(p)
@@ -98,7 +99,8 @@ def read_synthia_label(path, # a SYNTHIA-RAND-CITYSCAPES `GT/LABELS/*.png` (16-b
               "use the original GT/LABELS/*.png of SYNTHIA-RAND-CITYSCAPES")
     return _SYN_LUT[a[..., 0]]
 
-def read_cityscapes_label(path, # `*_gtFine_labelIds.png` (or an already converted `*_labelTrainIds.png`)
+# %% ../nbs/11_natural_data.ipynb #e9e7cc6f
+def read_cityscapes_label(path, # *_gtFine_labelIds.png (or an already converted *_labelTrainIds.png)
                          )->np.ndarray: # (H,W) uint8 train ids, 255 = ignore
     "Read a Cityscapes label and map label ids to the 19 train ids"
     p = Path(path); check_file(p)
@@ -142,9 +144,10 @@ def synthia_items(root, # SYNTHIA-RAND-CITYSCAPES root: holds RGB/ and GT/LABELS
     if not imgs: fail_input(root/'RGB', "no .png images", hint)
     return _pair(imgs, {p.name: p for p in _pngs(root/'GT/LABELS')}, 'RGB/', 'GT/LABELS/')
 
+# %% ../nbs/11_natural_data.ipynb #331f4d04
 def cityscapes_items(root, # Cityscapes root: holds leftImg8bit/ (and gtFine/)
                      split:str='train', # 'train', 'val' or 'test'
-                     labels:bool=True, # pair with gtFine `*_labelIds.png` (False: labels are None)
+                     labels:bool=True, # pair with gtFine *_labelIds.png (False: labels are None)
                     )->list: # [(image path, label path or None)], in name order
     "The image (and label) files of one Cityscapes split"
     root = Path(root); d = root/'leftImg8bit'/split
@@ -174,11 +177,10 @@ def _cl(v, n:int)->int: return int(np.clip(v, 0, n))
 
 def _ellipse(yy, xx, cy, cx, ry, rx): return ((yy - cy) / max(ry, .5))**2 + ((xx - cx) / max(rx, .5))**2 < 1
 
-def _scene(rng:np.random.Generator, h:int, w:int, cityscapes:bool)->tuple:
-    "A street scene: (codes (H,W) uint8: train ids, 255 void, `_LANE`/`_EGO`/`_PARK`; instance ids (H,W) uint16)"
-    lab, inst = np.full((h, w), 10, np.uint8), np.zeros((h, w), np.uint16)
-    yy, xx = np.mgrid[:h, :w]
-    hz = int(h * rng.uniform(0.4, 0.52))                                      # horizon
+# %% ../nbs/11_natural_data.ipynb #d3082102
+def _skyline(rng:np.random.Generator, lab:np.ndarray, yy, xx, hz:int):
+    "Paint buildings, trees, a wall and a fence up from the horizon row `hz` into `lab` (sky elsewhere)"
+    h, w = lab.shape
     x = 0
     while x < w:                                                             # buildings (some gaps filled by trees)
         bw = max(2, int(rng.uniform(0.1, 0.3) * w)); top = max(0, int(hz - rng.uniform(0.12, 0.38) * h))
@@ -188,6 +190,11 @@ def _scene(rng:np.random.Generator, h:int, w:int, cityscapes:bool)->tuple:
                      rng.uniform(.05, .12) * w)] = 8
     for c in (3, 4):                                                         # wall and fence along the horizon
         x0 = int(rng.uniform(0, 0.7) * w); lab[hz - max(1, int(.06 * h)):hz, x0:x0 + int(rng.uniform(.15, .3) * w)] = c
+
+# %% ../nbs/11_natural_data.ipynb #a0043658
+def _street(rng:np.random.Generator, lab:np.ndarray, yy, xx, hz:int, cityscapes:bool)->float:
+    "Paint the ground below the horizon row `hz` into `lab`; the column of the road's centre"
+    h, w = lab.shape
     t = np.clip((yy - hz) / max(h - hz, 1), 0, 1)                             # 0 at the horizon, 1 at the bottom
     cx, ground = w * rng.uniform(0.4, 0.6), yy >= hz
     half = (0.03 + 0.33 * t) * w
@@ -197,35 +204,61 @@ def _scene(rng:np.random.Generator, h:int, w:int, cityscapes:bool)->tuple:
     lab[ground & (np.abs(xx - cx) < 0.6 + 0.012 * w * t) & ((yy // max(2, h // 14)) % 2 == 0)] = _LANE
     if not cityscapes and rng.random() < 0.7:                                  # SYNTHIA parking slot (ignored)
         side = rng.choice([-1, 1]); lab[ground & (t > .5) & (np.abs(xx - cx - side * half) < 0.04 * w)] = _PARK
-    objs = []                                                                # (foot y, kind), drawn far to near
+    return cx
+
+# %% ../nbs/11_natural_data.ipynb #9b439fa6
+def _objects(rng:np.random.Generator, h:int, hz:int, cityscapes:bool)->list:
+    "(foot row, kind) of a scene's poles, cars and pedestrians, maybe a bus, a rider and a truck, far to near"
+    objs = []
     for _ in range(rng.integers(1, 4)): objs.append((hz + rng.uniform(0.05, 0.6) * (h - hz), 'pole'))
     for _ in range(rng.integers(1, 4)): objs.append((hz + rng.uniform(0.15, 0.9) * (h - hz), 'car'))
     for _ in range(rng.integers(1, 3)): objs.append((hz + rng.uniform(0.1, 0.8) * (h - hz), 'person'))
     for k in ('bus', 'rider', 'truck'):
         if rng.random() < (0.5 if k != 'truck' else 0.3 * cityscapes):
             objs.append((hz + rng.uniform(0.2, 0.7) * (h - hz), k))
-    nid = 0
-    for fy, kind in sorted(objs):
+    return sorted(objs)
+
+# %% ../nbs/11_natural_data.ipynb #48eff11a
+def _draw_object(rng:np.random.Generator, lab:np.ndarray, inst:np.ndarray, yy, xx, fy:float, kind:str, nid:int,
+                 cxr:float, cxs:float, s:float):
+    "Paint object `kind` standing on row `fy` at column `cxr` (road) or `cxs` (sidewalk), at scale `s`"
+    h, w = lab.shape
+    if kind == 'pole':
+        top, pw = int(fy - (0.3 + 0.4 * s) * h), max(1, int(0.012 * w * (0.5 + s)))
+        top = max(top, 0); lab[top:int(fy), _cl(cxs, w):_cl(cxs + pw, w)] = 5
+        ph, pww = max(2, int(0.06 * h * s + 1)), max(2, int(0.035 * w * s + 1))
+        lab[top:top + ph, _cl(cxs - pww // 2, w):_cl(cxs + pw + pww // 2, w)] = 6 if rng.random() < .5 else 7
+    elif kind in ('car', 'bus', 'truck'):
+        ch = (0.12 if kind == 'car' else 0.3) * h * s; cw = ch * (1.8 if kind == 'car' else 1.4)
+        m = (yy > fy - ch) & (yy <= fy) & (np.abs(xx - cxr) < cw / 2)
+        lab[m], inst[m] = {'car': 13, 'bus': 15, 'truck': 14}[kind], nid
+    elif kind == 'person':
+        ph = 0.22 * h * s; m = _ellipse(yy, xx, fy - ph / 2, cxs, ph / 2, ph / 6); lab[m], inst[m] = 11, nid
+    else:                                                                    # rider on a motorcycle or bicycle
+        vh = 0.1 * h * s; m = _ellipse(yy, xx, fy - vh / 2, cxr, vh / 2, vh)
+        lab[m], inst[m] = 17 if rng.random() < .5 else 18, nid
+        m = _ellipse(yy, xx, fy - vh * 1.6, cxr, vh * 0.8, vh * 0.3); lab[m], inst[m] = 12, nid + 100
+
+# %% ../nbs/11_natural_data.ipynb #bcde3601
+def _draw_objects(rng:np.random.Generator, lab:np.ndarray, inst:np.ndarray, yy, xx, objs:list, hz:int, cx:float):
+    "Paint `objs` (`_objects`) in order, instance ids from 1, around the road centre column `cx`"
+    h, w = lab.shape
+    for nid, (fy, kind) in enumerate(objs, 1):
         s = (fy - hz) / max(h - hz, 1) * 0.8 + 0.2                            # perspective scale at the foot
         cxr = cx + rng.uniform(-0.8, 0.8) * (0.03 + 0.33 * (fy - hz) / max(h - hz, 1)) * w      # on the road
         # sidewalk
         cxs = cx + rng.choice([-1, 1]) * (0.03 + 0.33 * (fy - hz) / max(h - hz, 1) + rng.uniform(0.02, 0.1)) * w
-        nid += 1
-        if kind == 'pole':
-            top, pw = int(fy - (0.3 + 0.4 * s) * h), max(1, int(0.012 * w * (0.5 + s)))
-            top = max(top, 0); lab[top:int(fy), _cl(cxs, w):_cl(cxs + pw, w)] = 5
-            ph, pww = max(2, int(0.06 * h * s + 1)), max(2, int(0.035 * w * s + 1))
-            lab[top:top + ph, _cl(cxs - pww // 2, w):_cl(cxs + pw + pww // 2, w)] = 6 if rng.random() < .5 else 7
-        elif kind in ('car', 'bus', 'truck'):
-            ch = (0.12 if kind == 'car' else 0.3) * h * s; cw = ch * (1.8 if kind == 'car' else 1.4)
-            m = (yy > fy - ch) & (yy <= fy) & (np.abs(xx - cxr) < cw / 2)
-            lab[m], inst[m] = {'car': 13, 'bus': 15, 'truck': 14}[kind], nid
-        elif kind == 'person':
-            ph = 0.22 * h * s; m = _ellipse(yy, xx, fy - ph / 2, cxs, ph / 2, ph / 6); lab[m], inst[m] = 11, nid
-        else:                                                                # rider on a motorcycle or bicycle
-            vh = 0.1 * h * s; m = _ellipse(yy, xx, fy - vh / 2, cxr, vh / 2, vh)
-            lab[m], inst[m] = 17 if rng.random() < .5 else 18, nid
-            m = _ellipse(yy, xx, fy - vh * 1.6, cxr, vh * 0.8, vh * 0.3); lab[m], inst[m] = 12, nid + 100
+        _draw_object(rng, lab, inst, yy, xx, fy, kind, nid, cxr, cxs, s)
+
+# %% ../nbs/11_natural_data.ipynb #df2bfc73
+def _scene(rng:np.random.Generator, h:int, w:int, cityscapes:bool)->tuple:
+    "A street scene: (codes (H,W) uint8: train ids, 255 void, `_LANE`/`_EGO`/`_PARK`; instance ids (H,W) uint16)"
+    lab, inst = np.full((h, w), 10, np.uint8), np.zeros((h, w), np.uint16)
+    yy, xx = np.mgrid[:h, :w]
+    hz = int(h * rng.uniform(0.4, 0.52))                                      # horizon
+    _skyline(rng, lab, yy, xx, hz)
+    cx = _street(rng, lab, yy, xx, hz, cityscapes)
+    _draw_objects(rng, lab, inst, yy, xx, _objects(rng, h, hz, cityscapes), hz, cx)
     if cityscapes: lab[h - max(1, h // 16):] = _EGO                           # the ego vehicle's bonnet
     return lab, inst
 
@@ -249,7 +282,7 @@ def make_synthia_fixture(dest, # folder to create (the SYNTHIA root)
                          n:int=3, # number of images
                          size:tuple=(76, 128), # (H, W); the real images are 760×1280
                          seed:int=0, # random seed
-                        )->Path: # `dest`
+                        )->Path: # dest
     "A tiny SYNTHIA-RAND-CITYSCAPES folder: RGB/*.png (8-bit), GT/LABELS/*.png (16-bit: class, instance, 0), GT/COLOR/"
     dest, rng = Path(dest), np.random.default_rng(seed)
     lut = np.zeros(256, np.uint16); lut[list(_SYN_FROM)] = list(_SYN_FROM.values())
@@ -271,7 +304,7 @@ def make_cityscapes_fixture(dest, # folder to create or add to (the Cityscapes r
                             size:tuple=(64, 128), # (H, W); the real images are 1024×2048
                             split:str='train', # 'train', 'val' or 'test'
                             seed:int=0, # random seed
-                           )->Path: # `dest`
+                           )->Path: # dest
     "A tiny Cityscapes split: leftImg8bit/<split>/<city>/*_leftImg8bit.png, gtFine/<split>/<city>/*_gtFine_*.png"
     dest, rng = Path(dest), np.random.default_rng(seed)
     lut = np.zeros(256, np.uint8); lut[list(_CS_FROM)] = list(_CS_FROM.values())
@@ -326,19 +359,19 @@ def _summarise(files:list, pixels:list, per_image:list)->dict:
                 freq={c: k / tot for c, k in counts.items()},
                 images={c: [i for i, s in enumerate(per_image) if c in s] for c in counts})
 
-def class_stats(source_root, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
-                cache:bool=True, # read/write `STATS_FILE` in `source_root` (skipped if the folder is read-only)
-                progress:bool=False, # progress bar while reading the labels
-               )->dict: # files, pixels, per_image ({train id: count}), counts, freq, images ({train id: [image index]})
-    "Per-class pixel counts and frequencies of the source labels (train ids, no 255), and the images of each class"
-    items = synthia_items(source_root)
-    files, cp = [p.name for p, _ in items], Path(source_root)/STATS_FILE
-    if cache and cp.exists():
-        try:
-            d = json.loads(cp.read_text())
-            if d.get('files') == files:
-                return _summarise(files, d['pixels'], [{int(c): k for c, k in s.items()} for s in d['per_image']])
-        except (ValueError, KeyError, AttributeError): pass
+# %% ../nbs/11_natural_data.ipynb #d246b49a
+def _read_stats(cp:Path, files:list)->dict|None:
+    "The statistics cached in `cp` if they were counted on `files`, else None"
+    if not cp.exists(): return None
+    try:
+        d = json.loads(cp.read_text())
+        if d.get('files') == files:
+            return _summarise(files, d['pixels'], [{int(c): k for c, k in s.items()} for s in d['per_image']])
+    except (ValueError, KeyError, AttributeError): pass
+    return None
+
+def _count_classes(items:list, progress:bool)->tuple:
+    "(pixels, per-image {train id: count}) of the source labels of `items`"
     it = items
     if progress:
         from tqdm.auto import tqdm; it = tqdm(items, desc='class statistics')
@@ -346,13 +379,25 @@ def class_stats(source_root, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
     for _, lp in it:
         m = read_synthia_label(lp); cnt = np.bincount(m.ravel(), minlength=256)[:19]
         pixels.append(int(m.size)); per_image.append({int(c): int(cnt[c]) for c in np.flatnonzero(cnt)})
+    return pixels, per_image
+
+# %% ../nbs/11_natural_data.ipynb #3c8aff64
+def class_stats(source_root, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
+                cache:bool=True, # read/write STATS_FILE in source_root (skipped if the folder is read-only)
+                progress:bool=False, # progress bar while reading the labels
+               )->dict: # files, pixels, per_image ({train id: count}), counts, freq, images ({train id: [image index]})
+    "Per-class pixel counts and frequencies of the source labels (train ids, no 255), and the images of each class"
+    items = synthia_items(source_root)
+    files, cp = [p.name for p, _ in items], Path(source_root)/STATS_FILE
+    if cache and (st := _read_stats(cp, files)) is not None: return st
+    pixels, per_image = _count_classes(items, progress)
     if cache:
         try: cp.write_text(json.dumps(dict(files=files, pixels=pixels, per_image=per_image)))
         except OSError: pass
     return _summarise(files, pixels, per_image)
 
 # %% ../nbs/11_natural_data.ipynb #aa052392
-def rcs_probs(freq, # {train id: pixel frequency} (e.g. `class_stats(...)['freq']`) or a sequence indexed by train id
+def rcs_probs(freq, # {train id: pixel frequency} (e.g. class_stats(...)['freq']) or a sequence indexed by train id
               temperature:float=Recipe.rcs_temperature, # T: smaller favours rare classes more
              )->dict: # {train id: sampling probability} over the classes with freq > 0
     "DAFormer's rare-class sampling distribution softmax((1 - f) / T) over the classes present (f summing to 1)"
@@ -366,7 +411,7 @@ def rcs_probs(freq, # {train id: pixel frequency} (e.g. `class_stats(...)['freq'
 
 # %% ../nbs/11_natural_data.ipynb #7f67371a
 def rescale_size(h:int, w:int, # image height and width
-                 size:tuple, # (long, short) bound, e.g. (1280, 760) or (1024, 512) as in mmseg's `img_scale`
+                 size:tuple, # (long, short) bound, e.g. (1280, 760) or (1024, 512) as in mmseg's img_scale
                  ratio:float=1., # multiply the bound by this (random rescale)
                 )->tuple: # (new h, new w)
     "Size of the image rescaled, keeping its aspect ratio, to the largest that fits in `size` (mmcv's `rescale_size`)"
@@ -374,6 +419,7 @@ def rescale_size(h:int, w:int, # image height and width
     sf = min(hi / max(h, w), lo / min(h, w))
     return int(h * sf + 0.5), int(w * sf + 0.5)
 
+# %% ../nbs/11_natural_data.ipynb #9c71bee3
 def _resize(x:torch.Tensor, hw:tuple, mode:str)->torch.Tensor:
     "Resize (C,H,W) to `hw` (bilinear for images, nearest for labels)"
     if tuple(x.shape[-2:]) == tuple(hw): return x
@@ -392,10 +438,6 @@ def _load(img_path, lab_path, reader, size, ratio=1.):
                    "image and label files must come from the same dataset release")
     return x, _resize(torch.from_numpy(y)[None], (nh, nw), 'nearest')[0]
 
-def _crop_box(rng, h, w, c):
-    "Top-left corner of a random c×c crop of an h×w image"
-    return int(rng.integers(max(h - c, 0) + 1)), int(rng.integers(max(w - c, 0) + 1))
-
 # %% ../nbs/11_natural_data.ipynb #864a0715
 def margin_region(h:int, w:int, # image height and width
                   margins:tuple, # (top, bottom, left, right) border widths in pixels
@@ -405,6 +447,11 @@ def margin_region(h:int, w:int, # image height and width
     out = torch.ones(h, w, dtype=torch.uint8)
     out[:t] = 0; out[max(h - b, 0):] = 0; out[:, :l] = 0; out[:, max(w - r, 0):] = 0
     return out
+
+# %% ../nbs/11_natural_data.ipynb #89ef1ff5
+def _crop_box(rng, h, w, c):
+    "Top-left corner of a random c×c crop of an h×w image"
+    return int(rng.integers(max(h - c, 0) + 1)), int(rng.integers(max(w - c, 0) + 1))
 
 def _finish(x, y, c, flip):
     "Flip, normalise, pad to c×c (image 0, label 255)"
@@ -439,16 +486,21 @@ class NaturalCropDataset(torch.utils.data.Dataset):
         self.source, self.target, self.crop, self.n, self.seed = source, target, crop, n, seed
         self.source_size, self.target_size, self.scale_range, self.flip = source_size, target_size, scale_range, flip
         self.cat_max_ratio, self.rcs, self.source_reader, self.margins = cat_max_ratio, rcs, source_reader, margins
-    def __len__(self):
-        "Items per epoch"
-        return self.n
-    def __getitem__(self, idx):
-        "Training item `(src, tgt, src_mask)`, plus the target's pseudo-label region with `margins`"
-        e, i = idx if isinstance(idx, tuple) else (0, idx)
-        rng = np.random.default_rng([self.seed, e, i])
-        s, sm = self._source(rng)
-        xt, region = self._target(rng)
-        return (s, xt, sm) if region is None else (s, xt, sm, region)
+
+# %% ../nbs/11_natural_data.ipynb #7d2a8b2f
+@patch
+def __len__(self:NaturalCropDataset):
+    "Items per epoch"
+    return self.n
+
+@patch
+def __getitem__(self:NaturalCropDataset, idx):
+    "Training item `(src, tgt, src_mask)`, plus the target's pseudo-label region with `margins`"
+    e, i = idx if isinstance(idx, tuple) else (0, idx)
+    rng = np.random.default_rng([self.seed, e, i])
+    s, sm = self._source(rng)
+    xt, region = self._target(rng)
+    return (s, xt, sm) if region is None else (s, xt, sm, region)
 
 # %% ../nbs/11_natural_data.ipynb #a7a4a973
 @patch
@@ -463,15 +515,22 @@ def _cat_ok(self:NaturalCropDataset, y):
     cnt = torch.bincount(y.flatten().long(), minlength=256)[:255]
     return int((cnt > 0).sum()) > 1 and cnt.max().item() / max(cnt.sum().item(), 1) < self.cat_max_ratio
 
+# %% ../nbs/11_natural_data.ipynb #7e15e8ba
+@patch
+def _source_index(self:NaturalCropDataset, rng)->tuple:
+    "(source image index, sampled class or None, the class's min_frac in that image or 0)"
+    if self.rcs is None: return int(rng.integers(len(self.source))), None, 0.
+    cls = int(rng.choice(self.rcs['classes'], p=self.rcs['probs']))
+    cand = self.rcs['images'][cls]
+    j, frac = cand[int(rng.integers(len(cand)))]
+    return j, cls, frac
+
+# %% ../nbs/11_natural_data.ipynb #68102f3d
 @patch
 def _source(self:NaturalCropDataset, rng):
     "A source crop and its label"
-    c, cls, frac = self.crop, None, 0.
-    if self.rcs is not None:
-        cls = int(rng.choice(self.rcs['classes'], p=self.rcs['probs']))
-        cand = self.rcs['images'][cls]
-        j, frac = cand[int(rng.integers(len(cand)))]
-    else: j = int(rng.integers(len(self.source)))
+    c = self.crop
+    j, cls, frac = self._source_index(rng)
     x, y = _load(*self.source[j], self.source_reader, self.source_size, self._ratio(rng))
     h, w = y.shape
     for _ in range(10 if cls is not None else 1):            # RCS: re-draw until the crop shows the class
@@ -535,8 +594,17 @@ def _root_split(x, default:str)->tuple:
     "`(root, split)` from a root (split `default`) or a `(root, split)` pair"
     return (Path(x[0]), x[1]) if isinstance(x, (tuple, list)) else (Path(x), default)
 
+def _valid_items(valid, troot:Path, valid_split:str, valid_n:int|None)->list:
+    "Validation pairs of `valid` (a root or (root, split)), by default of the target root if it has labels"
+    if valid is None and (troot/'gtFine'/valid_split).is_dir(): valid = (troot, valid_split)
+    val = [] if valid is None else cityscapes_items(*_root_split(valid, valid_split))
+    if valid_n is not None and len(val) > valid_n:
+        val = [val[i] for i in np.linspace(0, len(val) - 1, valid_n).round().astype(int)]
+    return val
+
+# %% ../nbs/11_natural_data.ipynb #f5f102a7
 def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/)
-                        target, # Cityscapes root (split `target_split`) or (root, split)
+                        target, # Cityscapes root (split target_split) or (root, split)
                         valid=None, # Cityscapes root or (root, split); None: the target root, if labelled
                         crop:int=512, # training crop side
                         source_size:tuple=(1280, 760), # source rescale bound (long, short side)
@@ -544,7 +612,7 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
                         bs:int=2, # training batch size
                         iters_per_epoch:int=100, # training batches per epoch
                         seed:int=0, # seed of the sampler
-                        device=None, # where batches go (default: `default_device()`)
+                        device=None, # where batches go (default: default_device())
                         rcs_temperature:float|None=None, # rare-class sampling temperature (DAFormer: 0.01); None: off
                         num_workers:int=0, # DataLoader worker processes
                         scale_range:tuple|None=None, # random rescale ratio range, e.g. (0.5, 2.0)
@@ -560,10 +628,7 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
     src = synthia_items(source)
     troot, tsplit = _root_split(target, target_split)
     tgt = cityscapes_items(troot, tsplit, labels=False)
-    if valid is None and (troot/'gtFine'/valid_split).is_dir(): valid = (troot, valid_split)
-    val = [] if valid is None else cityscapes_items(*_root_split(valid, valid_split))
-    if valid_n is not None and len(val) > valid_n:
-        val = [val[i] for i in np.linspace(0, len(val) - 1, valid_n).round().astype(int)]
+    val = _valid_items(valid, troot, valid_split, valid_n)
     rcs = None
     if rcs_temperature is not None:
         rcs = rcs_sampler(class_stats(source), rcs_temperature, rcs_min_pixels / (1280 * 760))
@@ -574,19 +639,9 @@ def natural_dataloaders(source, # SYNTHIA-RAND-CITYSCAPES root (RGB/, GT/LABELS/
     vdl = EpochDataLoader(NaturalValidDataset(val, target_size) if val else [], bs=1, **kw)
     return DataLoaders(train, vdl, device=kw['device'])
 
-# %% ../nbs/11_natural_data.ipynb #03ce9b4d
-def show_seg_results(learn_or_model, # a `Learner` or a model mapping (B,3,H,W) to (B,C,H,W) logits
-                     dl, # a loader of `(img, mask)` batches (a training loader's `(src, tgt, src_mask, ...)`: source)
-                     n:int=2, # number of images
-                     classes:tuple|None=None, # train ids listed in the legend (default: those shown)
-                     names:tuple=CITYSCAPES_CLASSES, # class names, indexed by train id
-                     size:float=1.6, # panel height (inches)
-                     dpi:int=64, # figure resolution
-                    ):
-    "Figure of image / ground truth / prediction rows in the Cityscapes palette"
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-    model = getattr(learn_or_model, 'model', learn_or_model)
+# %% ../nbs/11_natural_data.ipynb #b6912d62
+def _seg_examples(model:torch.nn.Module, dl, n:int)->tuple:
+    "(images in [0, 1], masks, predictions) of the first batches of `dl` holding `n` items, the model in eval mode"
     dev = next((p.device for p in model.parameters()), torch.device('cpu'))
     imgs, gts, preds = [], [], []
     was = model.training; model.eval()
@@ -598,11 +653,31 @@ def show_seg_results(learn_or_model, # a `Learner` or a model mapping (B,3,H,W) 
                 imgs += list(denormalize(x.cpu()).permute(0, 2, 3, 1).numpy()); gts += list(y.cpu()); preds += list(p)
                 if len(imgs) >= n: break
     finally: model.train(was)
+    return imgs, gts, preds
+
+def _legend_classes(gts:list, preds:list, classes)->list:
+    "The train ids of `classes` (default: all) that the masks or predictions show, and the palette has"
+    shown = set(torch.cat([torch.stack(gts).flatten(), torch.stack(preds).flatten()]).unique().tolist())
+    return [c for c in (classes if classes is not None else sorted(shown))
+            if c in shown and 0 <= c < len(CITYSCAPES_PALETTE)]
+
+# %% ../nbs/11_natural_data.ipynb #03ce9b4d
+def show_seg_results(learn_or_model, # a Learner or a model mapping (B,3,H,W) to (B,C,H,W) logits
+                     dl, # a loader of (img, mask) batches (a training loader's (src, tgt, src_mask, ...): source)
+                     n:int=2, # number of images
+                     classes:tuple|None=None, # train ids listed in the legend (default: those shown)
+                     names:tuple=CITYSCAPES_CLASSES, # class names, indexed by train id
+                     size:float=1.6, # panel height (inches)
+                     dpi:int=64, # figure resolution
+                    ):
+    "Figure of image / ground truth / prediction rows in the Cityscapes palette"
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    model = getattr(learn_or_model, 'model', learn_or_model)
+    imgs, gts, preds = _seg_examples(model, dl, n)
     n = min(n, len(imgs))
     if n == 0: raise ValueError("show_seg_results: the loader yielded no batch")
-    shown = set(torch.cat([torch.stack(gts[:n]).flatten(), torch.stack(preds[:n]).flatten()]).unique().tolist())
-    cs = [c for c in (classes if classes is not None else sorted(shown))
-          if c in shown and 0 <= c < len(CITYSCAPES_PALETTE)]
+    cs = _legend_classes(gts[:n], preds[:n], classes)
     h, w = gts[0].shape
     ncol = max(1, min(len(cs), 7)); leg = 0.13 * -(-len(cs) // ncol) + 0.02     # legend height (inches)
     H = n * size + 0.3 + leg

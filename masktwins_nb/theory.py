@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from .masks import MASK_MODES, block_mask, mask_views, kway_masks   # the masks that train
+from .recipe import Recipe   # the paper's mask ratio
 
 # %% auto #0
 __all__ = ['MASK_STRATEGIES', 'dct_matrix', 'dct2', 'idct2', 'bernoulli_mask', 'partition_masks', 'view_masks', 'coverage',
@@ -45,7 +46,7 @@ def idct2(c:Tensor, # (..., H, W) DCT coefficients
 # %% ../nbs/00_theory.ipynb #51ec51cf
 def bernoulli_mask(n:int, # number of independent masks
                    h:int, w:int, # mask size
-                   ratio:float=0.5, # fraction masked: visible where u > ratio
+                   ratio:float=Recipe.ratio, # fraction masked: visible where u > ratio
                    block:int=1, # block side in pixels (1 = element-wise)
                    generator:torch.Generator|None=None, # random generator
                    dtype=torch.float32, # output dtype
@@ -69,7 +70,7 @@ MASK_STRATEGIES = tuple(m for m in MASK_MODES if m != 'none')   # the view sets 
 
 def view_masks(strategy:str, # one of MASK_STRATEGIES
                n:int, h:int, w:int, # number and size of the masks
-               ratio:float=0.5, # mask ratio r of the first view
+               ratio:float=Recipe.ratio, # mask ratio r of the first view
                block:int=1, # block side in pixels (1 = element-wise)
                generator:torch.Generator|None=None, # random generator
               )->Tensor: # (V,n,h,w) stack of the V views' masks (V=2, or 1 for 'single')
@@ -204,7 +205,7 @@ def fista_dct(y:Tensor, # (n,h,w) observations (zero where not observed)
 def recovery_demo(ks=(2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128), # sparsity levels to test
                   n_per_k:int=48, # images per sparsity level
                   size:int=16, # image side
-                  ratio:float=0.5, # mask ratio r
+                  ratio:float=Recipe.ratio, # mask ratio r
                   sigma:float=0.05, # noise standard deviation
                   n_iter:int=100, # FISTA iterations
                   n_debias:int=50, # debiasing iterations
@@ -258,7 +259,7 @@ def consistency_demo(e_norms=(0, 8, 16, 24, 32, 40, 48, 56, 64), # domain-field 
                      size:int=16, # image side
                      k:int=16, # sparsity of S
                      sigma:float=0.05, # noise standard deviation
-                     ratio:float=0.5, # mask ratio r
+                     ratio:float=Recipe.ratio, # mask ratio r
                      seed:int=0, # seed of the torch.Generator
                     )->dict: # 'e_norm', 'feat' (mean ‖f(X_a)‖), per pair: error/gap means, (slope, intercept, R²) fits
     "Thm 3: consistency residual and cross-domain gap vs ‖E‖_F, complementary vs random pair"
