@@ -486,12 +486,13 @@ class EMDomain:
             masks = mk.astype(np.uint8)
         self.masks, self.name = masks, name
 
-# %% ../nbs/24_data.ipynb #0d0e6fa5
+# %% ../nbs/24_data.ipynb #5551ffa8
 @patch
 def __len__(self:EMDomain):
     "Number of slices"
     return len(self.images)
 
+# %% ../nbs/24_data.ipynb #0d0e6fa5
 @patch(as_prop=True)
 def shape(self:EMDomain):
     "(N, H, W) of the images"

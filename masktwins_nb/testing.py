@@ -67,7 +67,7 @@ class PoisonTarget(Callback):
 # %% ../nbs/19_testing.ipynb #cd9bd88b
 def test_same_run(a:Learner, # a run resumed from a checkpoint
                   b:Learner, # the same run, uninterrupted
-                  epochs:int|None=None, # compare the recorder's first `epochs` lines (None: all)
+                  epochs:int|None=None, # compare the recorder's lines of the first epochs (None: all)
                  ):
     "Assert that two MaskTwins runs ended in the same state, bit for bit: weights, teacher, counters, histories"
     for k, v in b.model.state_dict().items(): test_eq(a.model.state_dict()[k], v)
@@ -78,7 +78,7 @@ def test_same_run(a:Learner, # a run resumed from a checkpoint
     test_eq(a.save_every_epoch.step, b.save_every_epoch.step)
 
 # %% ../nbs/19_testing.ipynb #da17cf36
-def tiny_masktwins(ckpt, # the checkpoint file, written after every epoch (`SaveEveryEpoch`)
+def tiny_masktwins(ckpt, # the checkpoint file, written after every epoch (SaveEveryEpoch)
                    cbs=(), # more callbacks
                   )->Learner:
     "A fixed-seed MaskTwins learner on a tiny synthetic EM pair: 3 iterations an epoch, a checkpoint per epoch"
@@ -95,7 +95,7 @@ def tiny_masktwins(ckpt, # the checkpoint file, written after every epoch (`Save
 def check_resume(fit, # fit(learn, resume) trains the whole run (resume: a checkpoint file or None)
                  ckpt, # the checkpoint file the runs write, one per epoch
                  stop:int=7, # the training iteration at which the interrupted run crashes
-                 make=None, # make(ckpt, cbs) -> a fresh learner, the same every call (default: `tiny_masktwins`)
+                 make=None, # make(ckpt, cbs) -> a fresh learner, the same every call (default: tiny_masktwins)
                 )->Learner: # the uninterrupted run
     "A run crashed at iteration `stop` and resumed from `ckpt` ends bit for bit where the uninterrupted run ends"
     def run(cbs=(), resume=None):
