@@ -14,6 +14,7 @@ from fastai.optimizer import Adam
 from fastai.callback.fp16 import MixedPrecision
 import fastai.callback.progress  # ProgressCallback among fastai's default callbacks, Learner.no_bar
 from fastcore.basics import patch
+from fastcore.meta import delegates
 from fastcore.foundation import L
 from .models import UNet
 from .metrics import binary_metrics, binary_scores
@@ -117,22 +118,18 @@ def _mixed_precision(dls):
     return MixedPrecision(amp_mode=AMPMode.FP16 if cuda else AMPMode.BF16)
 
 # %% ../nbs/06_learner.ipynb #449cea33
+@delegates(predict_volume, but=['vol', 'progress'])
 def evaluate(model:nn.Module, # segmentation model
              domain, # an EMDomain with images (N,H,W) and masks (N,H,W)
-             tile:int=256, # tile size in pixels
-             overlap:float=0.25, # overlap between neighbouring tiles, as a fraction of tile
-             bs:int=8, # tiles per forward pass
-             device=None, # device to run on (default: the model's)
-             amp:bool=False, # autocast (fp16 on CUDA, bf16 on CPU)
              progress:bool=False, # show a progress bar over slices
              thr:float=0.5, # threshold on the foreground probability
              keep_prob:bool=False, # also return the foreground probability (N,H,W)
+             **kwargs, # predict_volume's tiling, batch, device and amp settings
             ): # iou, f1, mcc, ap (and the probability with keep_prob)
     "Foreground scores of `model` on the labelled slices of `domain`, over all slices together."
     if getattr(domain, 'masks', None) is None:
         raise ValueError(f"evaluate needs labelled data; {getattr(domain,'name','domain')} has no masks")
-    prob = predict_volume(model, domain.images, tile=tile, overlap=overlap, bs=bs, device=device, amp=amp,
-                          progress=progress)
+    prob = predict_volume(model, domain.images, progress=progress, **kwargs)
     res = {k: float(v) for k, v in binary_scores(prob, domain.masks, thr=thr).items()}
     return (res, prob) if keep_prob else res
 
