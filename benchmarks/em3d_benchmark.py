@@ -6,7 +6,8 @@ Subcommands
              interrupted run continues from its last checkpoint when started again)
   batch      the job list, one sub-process per job (-j parallel), skipping jobs whose JSON exists: resumable
   prepare    the seg3d inputs in one file (--data of seg3d jobs on a machine without the data folders)
-  summarize  tables from the JSONs -> benchmarks/results/em3d_summary.json (+ .csv) and a text table
+  summarize  tables from the JSONs -> benchmarks/results/em3d_summary.json and a text table (--carry: the rows of
+             kinds with no JSONs in --out come from an earlier summary, marked with its name)
 
 Jobs (tags)
   seg3d_<method>_seed<s>    `masktwins_train --dims 3` (recipe EM3D) on VNC III (50 x 4.6 x 4.6 nm, given) -> lucchi3d
@@ -190,6 +191,18 @@ def _ms(v):
     v = np.asarray(v, float)
     return (float(v.mean()) if len(v) else float('nan')), (float(v.std(ddof=1)) if len(v) > 1 else float('nan'))
 
+def _carry(path, table, paired)->dict:
+    """Take the segmentation rows and paired differences of kinds that have no run JSONs here from an earlier summary
+    (for the 2-D rows when only the 3-D runs were repeated: the 2-D training code is unchanged, its regression pins are
+    bitwise); the rows are marked with the file they came from"""
+    old = json.loads(Path(path).read_text())
+    have = {(r['model'], r['method']) for r in table}
+    rows = [dict(r, carried_from=str(path)) for r in old['segmentation'] if (r['model'], r['method']) not in have]
+    kinds = {p['model'] for p in paired}
+    pairs = [dict(p, carried_from=str(path)) for p in old['paired_iou'] if p['model'] not in kinds]
+    table += rows; paired += pairs
+    return dict(file=str(path), rows=[f"{r['model']} {r['method']}" for r in rows], paired=[p['model'] for p in pairs])
+
 def summarize(a)->dict:
     runs = [json.loads(p.read_text()) for p in sorted(Path(a.out).glob('*.json'))]
     if not runs: raise SystemExit(f"no run JSONs in {a.out}")
@@ -201,6 +214,7 @@ def summarize(a)->dict:
             if not rs: continue
             row = dict(model='3-D' if kind == 'seg3d' else '2-D', method=m, n_seeds=len(rs), seeds=[r['seed'] for r in rs],
                        iters=rs[0]['iters'], train_seconds=_ms([r['train_seconds'] for r in rs])[0],
+                       train_seconds_max=max(r['train_seconds'] for r in rs),
                        devices=sorted({str(r.get('device', r['config'].get('device'))) for r in rs}))
             for k in ('iou', 'f1', 'mcc', 'ap'): row[k + '_mean'], row[k + '_sd'] = _ms([r['test'][k] for r in rs])
             if kind == 'seg3d':   # target AP at each evaluation during training, mean over seeds
@@ -213,6 +227,7 @@ def summarize(a)->dict:
         mt = {r['seed']: r['test']['iou'] for r in seg if r['kind'] == kind and r['method'] == 'masktwins'}
         d = [mt[s] - so[s] for s in sorted(set(so) & set(mt))]
         if d: paired.append(dict(model=kind, seeds=sorted(set(so) & set(mt)), iou_diff=d, mean=_ms(d)[0], n_ahead=int(sum(x > 0 for x in d))))
+    carried = _carry(a.carry, table, paired) if getattr(a, 'carry', None) else None
     det = []
     for m in DET_METHODS:
         rs = [r for r in runs if r['kind'] == 'detect' and r['method'] == m]
@@ -229,7 +244,8 @@ def summarize(a)->dict:
                protocol=dict(voxel_nm=[EM3D.voxel_z, EM3D.voxel_xy, EM3D.voxel_xy], em3d=EM3D.asdict(), detect=DETECT,
                              seg3d_overrides=sorted({json.dumps(r.get('overrides', {}), sort_keys=True) for r in seg
                                                      if r['kind'] == 'seg3d'}),
-                             folds={k: [[v[0].start, v[0].stop], [v[1].start, v[1].stop]] for k, v in FOLDS.items()}))
+                             folds={k: [[v[0].start, v[0].stop], [v[1].start, v[1].stop]] for k, v in FOLDS.items()},
+                             carried=carried))
     dest = Path(a.results); dest.mkdir(parents=True, exist_ok=True)
     (dest/f'{a.prefix}_summary.json').write_text(json.dumps(res, indent=1))
     lines = ["VNC III -> Lucchi, whole lucchi3d test volume (165 x 384 x 512), mean ± sd over seeds",
@@ -237,7 +253,7 @@ def summarize(a)->dict:
     for r in table:
         lines.append(f"  {r['model']:<5} {r['method']:<12} {r['n_seeds']:>2}  " +
                      ' '.join(f"{r[k + '_mean']:.3f} ± {r[k + '_sd']:.3f}" for k in ('iou', 'f1', 'mcc', 'ap')) +
-                     f"  {r['iters']:>5}  {'/'.join(r['devices'])}")
+                     f"  {r['iters']:>5}  {'/'.join(r['devices'])}" + ('  (carried)' if r.get('carried_from') else ''))
     for p in paired: lines.append(f"  {p['model']}: MaskTwins - source-only IoU per seed {[round(x, 3) for x in p['iou_diff']]}")
     if det:
         lines.append("VNC III synapse detection, held-out sections (fold 0: train 0-9 / test 10-19; fold 1: the reverse)")
@@ -278,6 +294,7 @@ def main(argv=None):
     s = sp.add_parser('summarize')
     s.add_argument('--out', default='runs/em3d'); s.add_argument('--results', default=str(REPO/'benchmarks'/'results'))
     s.add_argument('--prefix', default='em3d', help='result files <prefix>_summary.json/.txt')
+    s.add_argument('--carry', default=None, help='an earlier summary JSON: its rows of kinds with no run JSONs in --out')
     a = p.parse_args(argv)
     if a.cmd == 'run':
         if a.kind != 'detect' and a.method == 'masktwins_lucchi': raise SystemExit("masktwins_lucchi is a detection method")
