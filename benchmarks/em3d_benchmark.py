@@ -193,8 +193,8 @@ def _ms(v):
 
 def _carry(path, table, paired)->dict:
     """Take the segmentation rows and paired differences of kinds that have no run JSONs here from an earlier summary
-    (for the 2-D rows when only the 3-D runs were repeated: the 2-D training code is unchanged, its regression pins are
-    bitwise); the rows are marked with the file they came from"""
+    (for the 2-D rows when only the 3-D runs were repeated: the 2-D training code is unchanged, its regression pins
+    pass); the rows are marked with the file they came from"""
     old = json.loads(Path(path).read_text())
     have = {(r['model'], r['method']) for r in table}
     rows = [dict(r, carried_from=str(path)) for r in old['segmentation'] if (r['model'], r['method']) not in have]
@@ -227,7 +227,7 @@ def summarize(a)->dict:
         mt = {r['seed']: r['test']['iou'] for r in seg if r['kind'] == kind and r['method'] == 'masktwins'}
         d = [mt[s] - so[s] for s in sorted(set(so) & set(mt))]
         if d: paired.append(dict(model=kind, seeds=sorted(set(so) & set(mt)), iou_diff=d, mean=_ms(d)[0], n_ahead=int(sum(x > 0 for x in d))))
-    carried = _carry(a.carry, table, paired) if getattr(a, 'carry', None) else None
+    carried = _carry(a.carry, table, paired) if a.carry else None
     det = []
     for m in DET_METHODS:
         rs = [r for r in runs if r['kind'] == 'detect' and r['method'] == m]
